@@ -1,0 +1,416 @@
+"""The `memo` command: a thin layer over the appliance API (the console calls the same functions).
+
+Errors an operator can act on print one line and exit 1; progress goes to stderr so that
+``--json`` output on stdout stays machine-readable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from appliance import __version__
+from appliance.config import Settings
+from appliance.errors import MemoError
+from appliance.vault.keys import Secret
+
+out = Console(highlight=False)
+if not out.is_terminal:  # pipes and logs get full ids and paths instead of 80-column wrapping
+    out = Console(highlight=False, width=200)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # an error stays one line
+
+
+@dataclass
+class Ctx:
+    home: Path | None
+    key_file: Path | None
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.load(self.home)
+
+    def secret(self, allow_prompt: bool = True) -> Secret:
+        passphrase = os.environ.get("MEMO_PASSPHRASE")
+        key_file = self.key_file or (Path(os.environ["MEMO_KEY_FILE"]) if os.environ.get("MEMO_KEY_FILE") else None)
+        if passphrase is None and key_file is None and allow_prompt and sys.stdin.isatty():
+            passphrase = click.prompt("Vault passphrase", hide_input=True, err=True)
+        return Secret(passphrase=passphrase, key_file=key_file)
+
+    def vault(self):  # noqa: ANN201
+        from appliance.vault.store import Vault
+
+        return Vault.open(self.settings, self.secret())
+
+
+def emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def progress_bar(label: str) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+        disable=not err.is_terminal and not os.environ.get("MEMO_PROGRESS"),
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="memo")
+@click.option("--home", type=click.Path(path_type=Path), envvar="MEMO_HOME", help="Appliance data directory (env MEMO_HOME; default: XDG data dir).")
+@click.option("--key-file", type=click.Path(path_type=Path), help="Unlock with this key file instead of a passphrase (env MEMO_KEY_FILE).")
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None, key_file: Path | None) -> None:
+    """memo: a private corpus written into the weights of a small memory model.
+
+    Unlock non-interactively with MEMO_PASSPHRASE or --key-file FILE.
+    """
+    ctx.obj = Ctx(home, key_file)
+
+
+# ---------------------------------------------------------------- init + vault
+@cli.command()
+@click.option("--no-passphrase", is_flag=True, help="Create the vault with a key file only.")
+@click.pass_obj
+def init(c: Ctx, no_passphrase: bool) -> None:
+    """Create a new encrypted vault in the appliance home."""
+    from appliance.vault.store import Vault
+
+    passphrase = None if no_passphrase else os.environ.get("MEMO_PASSPHRASE")
+    if passphrase is None and not no_passphrase:
+        if not sys.stdin.isatty():
+            if c.key_file is None:
+                raise MemoError("no secret given: set MEMO_PASSPHRASE or pass --key-file FILE (with --no-passphrase)")
+        else:
+            passphrase = click.prompt("New vault passphrase", hide_input=True, confirmation_prompt=True, err=True)
+    vault = Vault.init(c.settings, Secret(passphrase=passphrase, key_file=c.key_file))
+    out.print(f"created vault {vault.keyring.vault_id} at {vault.home} (unlocks with: {', '.join(vault.keyring.slot_types())})")
+
+
+@cli.group()
+def vault() -> None:
+    """Vault state, integrity and keys."""
+
+
+@vault.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def vault_status(c: Ctx, as_json: bool) -> None:
+    """Counts and sizes of what the vault holds."""
+    st = c.vault().status()
+    if as_json:
+        return emit_json(st.to_dict())
+    table = Table(show_header=False, box=None)
+    for k, v in st.to_dict().items():
+        table.add_row(k.replace("_", " "), ", ".join(v) if isinstance(v, list) else str(v))
+    out.print(table)
+
+
+@vault.command("verify")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def vault_verify(c: Ctx, as_json: bool) -> None:
+    """Authenticate every vault file and the audit chain; name each broken file."""
+    v = c.vault()
+    with progress_bar("verify") as bar:
+        task = bar.add_task("verify", total=None, rate="")
+        report = v.verify(lambda done, total: bar.update(task, completed=done, total=total))
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        for problem in report.problems:
+            err.print(f"[red]FAIL[/] {escape(problem)}")
+        if report.orphans:
+            out.print(f"{len(report.orphans)} unreferenced object(s) from an interrupted run: `memo vault gc` removes them")
+        out.print(f"{'OK' if report.ok else 'FAILED'}: {report.checked_files} files checked, audit entries: {report.audit.get('entries')}")
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@vault.command("rekey")
+@click.option("--new-key-file", type=click.Path(path_type=Path), help="Key file for the new slot.")
+@click.option("--no-passphrase", is_flag=True, help="Drop the passphrase slot (key file only).")
+@click.pass_obj
+def vault_rekey(c: Ctx, new_key_file: Path | None, no_passphrase: bool) -> None:
+    """Re-wrap the data key with a new passphrase and/or key file (env MEMO_NEW_PASSPHRASE); no data is re-encrypted."""
+    v = c.vault()
+    passphrase = None
+    if not no_passphrase:
+        passphrase = os.environ.get("MEMO_NEW_PASSPHRASE")
+        if passphrase is None:
+            if not sys.stdin.isatty():
+                raise MemoError("no new passphrase: set MEMO_NEW_PASSPHRASE, or pass --no-passphrase with --new-key-file")
+            passphrase = click.prompt("New passphrase", hide_input=True, confirmation_prompt=True, err=True)
+    v.rekey(Secret(passphrase=passphrase, key_file=new_key_file))
+    out.print(f"rekeyed: vault now unlocks with {', '.join(v.keyring.slot_types())}; old secrets no longer work")
+
+
+@vault.command("keygen")
+@click.argument("path", type=click.Path(path_type=Path))
+def vault_keygen(path: Path) -> None:
+    """Write a new random key file (mode 0400) for --key-file."""
+    from appliance.vault.keys import generate_key_file
+
+    generate_key_file(path)
+    out.print(f"wrote key file {path}; keep it off this machine's disk in production (e.g. a token or HSM-backed mount)")
+
+
+@vault.command("gc")
+@click.pass_obj
+def vault_gc(c: Ctx) -> None:
+    """Remove objects no document references (left by an interrupted ingest)."""
+    out.print(f"removed {c.vault().gc()} unreferenced object(s)")
+
+
+# ---------------------------------------------------------------- ingest + docs
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--allow-forgotten", is_flag=True, help="Ingest again documents that were forgotten.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def ingest(c: Ctx, paths: tuple[Path, ...], allow_forgotten: bool, as_json: bool) -> None:
+    """Ingest files and folders (txt, md, html, pdf, docx) into the vault."""
+    from appliance.corpus.ingest import discover, ingest as run_ingest
+
+    v = c.vault()
+    total = len(discover(paths, exclude=v.home))
+    with progress_bar("ingest") as bar:
+        task = bar.add_task("ingest", total=total, rate="")
+        state = {"bytes": 0, "chunks": 0}
+
+        def tick(outcome, done: int, _total: int) -> None:  # noqa: ANN001
+            state["bytes"] += outcome.bytes
+            state["chunks"] += outcome.chunks
+            elapsed = bar.tasks[task].elapsed or 1e-9
+            bar.update(task, completed=done, rate=f"{state['bytes'] / 2**20 / elapsed:.2f} MB/s {state['chunks'] / elapsed:.0f} chunks/s")
+
+        report = run_ingest(v, paths, progress=tick, allow_forgotten=allow_forgotten)
+    if as_json:
+        return emit_json(report.to_dict())
+    for o in report.outcomes:
+        if o.status == "skipped":
+            err.print(f"[yellow]skipped[/] {escape(o.reason or '')}")
+        elif o.status == "duplicate":
+            out.print(f"duplicate  {o.path} = {o.duplicate_of} (identical text, not chunked again)")
+        elif o.similarity is not None:
+            out.print(f"near-dup   {o.path} ~ {o.duplicate_of} (similarity {o.similarity:.2f})")
+    s = report.summary()
+    out.print(
+        f"{s['files']} files: {s['added']} added, {s['new_version']} new versions, {s['unchanged']} unchanged, "
+        f"{s['duplicate']} duplicates, {s['near_duplicates']} near-duplicates, {s['skipped']} skipped; "
+        f"{s['chunks']} chunks, {s['bytes'] / 1e6:.2f} MB in {s['seconds']:.1f} s"
+    )
+
+
+@cli.group()
+def docs() -> None:
+    """Ingested documents and their versions."""
+
+
+@docs.command("list")
+@click.option("--all", "include_forgotten", is_flag=True, help="Include forgotten documents.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def docs_list(c: Ctx, include_forgotten: bool, as_json: bool) -> None:
+    """List documents with their latest version."""
+    from appliance.corpus.documents import list_documents
+
+    rows = list_documents(c.vault(), include_forgotten)
+    if as_json:
+        return emit_json([r.to_dict() for r in rows])
+    from appliance.corpus.readers import short_type
+
+    table = Table("id", "title", "type", "v", "status", "chunks", "duplicate", "source")
+    for r in rows:
+        dup = f"{r.duplicate_kind} of {r.duplicate_of}" if r.duplicate_of else ""
+        if r.similarity is not None and r.duplicate_kind == "near":
+            dup += f" ({r.similarity:.2f})"
+        table.add_row(r.id, r.title[:40], short_type(r.media_type), str(r.version), r.status, str(r.chunks), dup, r.source)
+    out.print(table)
+    out.print(f"{len(rows)} document(s)")
+
+
+@docs.command("show")
+@click.argument("doc_id")
+@click.option("--text", "with_text", is_flag=True, help="Print the extracted text of the latest version.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def docs_show(c: Ctx, doc_id: str, with_text: bool, as_json: bool) -> None:
+    """One document: versions, duplicates, optionally its text."""
+    from appliance.corpus.documents import show_document
+
+    d = show_document(c.vault(), doc_id, with_text)
+    if as_json:
+        return emit_json(d.to_dict())
+    s = d.summary
+    out.print(f"[bold]{s.id}[/]  {s.title}\nsource: {s.source}\ntype: {s.media_type}, {s.words} words, {s.chunks} chunks")
+    table = Table("version", "status", "ingested", "superseded", "chunks", "duplicate")
+    for h in d.history:
+        dup = f"{h['duplicate_kind']} of {h['duplicate_of']}" if h["duplicate_of"] else ""
+        table.add_row(str(h["version"]), h["status"], h["ingested_at"], h["superseded_at"] or "", str(h["n_chunks"]), dup)
+    out.print(table)
+    if d.text is not None:
+        out.print(d.text)
+
+
+@docs.command("forget")
+@click.argument("doc_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def docs_forget(c: Ctx, doc_id: str, yes: bool) -> None:
+    """Destroy a document's content in the vault (all versions)."""
+    from appliance.corpus.documents import forget_document
+
+    v = c.vault()
+    if not yes:
+        if not sys.stdin.isatty():
+            raise MemoError("forgetting is irreversible: pass --yes to confirm non-interactively")
+        click.confirm(f"Destroy every version of {doc_id}?", abort=True, err=True)
+    r = forget_document(v, doc_id)
+    out.print(f"forgot {doc_id}: {r['versions']} version(s), {r['objects_destroyed']} object(s) destroyed, {r['objects_shared_kept']} shared object(s) kept")
+
+
+# ---------------------------------------------------------------- audit
+@cli.group()
+def audit() -> None:
+    """The tamper-evident audit log."""
+
+
+@audit.command("verify")
+@click.option("--chain-only", is_flag=True, help="Verify hashes and signatures with the public key only (no unlock).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def audit_verify(c: Ctx, chain_only: bool, as_json: bool) -> None:
+    """Check every link, signature and payload; report the first broken entry."""
+    from appliance.vault.store import Vault
+
+    log = Vault.audit_readonly(c.settings) if chain_only else c.vault().audit
+    result = log.verify()
+    if as_json:
+        emit_json(result.to_dict())
+    elif result.ok:
+        out.print(f"OK: {result.entries} entries, chain and signatures intact{', payloads authenticated' if result.payloads_checked else ''}")
+    else:
+        err.print(f"[red]BROKEN[/] at entry {result.first_bad_seq}: {escape(result.problem or '')}")
+    if not result.ok:
+        raise SystemExit(1)
+
+
+def _filtered_entries(c: Ctx, actor: str | None, action: str | None, target: str | None, since: str | None, until: str | None):  # noqa: ANN202
+    for e in c.vault().audit.entries():
+        if actor and e.actor != actor:
+            continue
+        if action and not (e.action == action or e.action.startswith(action.rstrip("*").rstrip(".") + ".")):
+            continue
+        if target and e.target != target:
+            continue
+        if since and e.ts < since:
+            continue
+        if until and e.ts > until:
+            continue
+        yield e
+
+
+_filters = [
+    click.option("--actor"),
+    click.option("--action", help="Exact action, or a prefix such as 'ingest'."),
+    click.option("--target", help="Document or object id."),
+    click.option("--since", help="ISO time, e.g. 2026-01-31 or 2026-01-31T12:00."),
+    click.option("--until", help="ISO time."),
+]
+
+
+def with_filters(f: Callable) -> Callable:
+    for option in reversed(_filters):
+        f = option(f)
+    return f
+
+
+@audit.command("show")
+@with_filters
+@click.option("--limit", type=int, default=50, show_default=True, help="Newest N matching entries (0: all).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def audit_show(c: Ctx, actor, action, target, since, until, limit: int, as_json: bool) -> None:  # noqa: ANN001
+    """Show audit entries, newest last."""
+    entries = list(_filtered_entries(c, actor, action, target, since, until))
+    if limit:
+        entries = entries[-limit:]
+    if as_json:
+        return emit_json([e.to_dict() for e in entries])
+    table = Table("seq", "time", "actor", "action", "target", "details")
+    for e in entries:
+        details = ", ".join(f"{k}={v}" for k, v in e.details.items() if v is not None)
+        table.add_row(str(e.seq), e.ts, e.actor, e.action, e.target or "", details[:120])
+    out.print(table)
+
+
+@audit.command("export")
+@with_filters
+@click.option("--out", "out_path", type=click.Path(path_type=Path), help="Write JSONL here (default: stdout).")
+@click.pass_obj
+def audit_export(c: Ctx, actor, action, target, since, until, out_path: Path | None) -> None:  # noqa: ANN001
+    """Export decrypted entries as JSONL for an auditor (the export is plaintext: handle it as such)."""
+    from appliance.config import current_actor
+
+    v = c.vault()
+    lines = [json.dumps(e.to_dict(), sort_keys=True, default=str) for e in _filtered_entries(c, actor, action, target, since, until)]
+    v.audit.append(current_actor(), "audit.export", None, entries=len(lines), destination=str(out_path) if out_path else "stdout")
+    data = "\n".join(lines) + ("\n" if lines else "")
+    if out_path:
+        from appliance.vault.atomic import atomic_write
+
+        atomic_write(out_path, data.encode())
+        err.print(f"exported {len(lines)} entries to {out_path}")
+    else:
+        click.echo(data, nl=False)
+
+
+# ---------------------------------------------------------------- demo
+@cli.command()
+@click.option("--dir", "demo_dir", type=click.Path(path_type=Path), default=Path(".memo-demo"), show_default=True,
+              help="Where the demo vault and its key file live (never your MEMO_HOME).")
+@click.option("--fresh", is_flag=True, help="Delete the demo vault first.")
+def demo(demo_dir: Path, fresh: bool) -> None:
+    """Run the main job on the bundled sample corpus: ingest and verify, then the later stages."""
+    from appliance.demo import run_demo
+
+    run_demo(demo_dir, fresh=fresh, console=out)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        raise SystemExit(1)
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code)
+    except MemoError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise SystemExit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted: committed work is kept; re-run the command to continue")
+        raise SystemExit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""All settings in one place: where data lives and the knobs of each stage.
+
+Paths follow XDG unless ``MEMO_HOME`` says otherwise, so a service and a person can point at the
+same appliance without flags.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+def default_home() -> Path:
+    env = os.environ.get("MEMO_HOME")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "memo"
+
+
+@dataclass(frozen=True)
+class KdfParams:
+    """Argon2id cost. The defaults follow RFC 9106's second recommended option (64 MiB)."""
+
+    memory_kib: int = 64 * 1024
+    iterations: int = 3
+    lanes: int = 4
+
+
+@dataclass(frozen=True)
+class ChunkingParams:
+    """Chunks are sized for a small generator model: a few paragraphs each."""
+
+    target_words: int = 180
+    overlap_words: int = 30
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    max_file_bytes: int = 64 * 1024 * 1024
+    near_duplicate_threshold: float = 0.5  # 3-word shingles: a reworded copy scores ~0.7, related pages < 0.25
+    minhash_permutations: int = 128
+    shingle_words: int = 3
+    batch_documents: int = 32
+    batch_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    kdf: KdfParams = field(default_factory=KdfParams)
+    chunking: ChunkingParams = field(default_factory=ChunkingParams)
+    ingest: IngestParams = field(default_factory=IngestParams)
+
+    @classmethod
+    def load(cls, home: Path | str | None = None) -> "Settings":
+        return cls(home=Path(home).expanduser() if home else default_home())
+
+    def with_home(self, home: Path) -> "Settings":
+        return replace(self, home=home)
+
+
+def current_actor() -> str:
+    """Who is acting: ``MEMO_ACTOR`` (set by services and the console) or the OS user."""
+    actor = os.environ.get("MEMO_ACTOR")
+    if actor:
+        return actor
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return f"uid:{os.getuid()}"

@@ -1,0 +1,42 @@
+"""Shared fixtures: real vaults in temp dirs, with a cheap KDF so tests stay fast."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from appliance.config import KdfParams, Settings  # noqa: E402
+from appliance.vault.keys import Secret  # noqa: E402
+from appliance.vault.store import Vault  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_CORPUS = REPO / "appliance" / "samples" / "halq-wiki"
+FAST_KDF = KdfParams(memory_kib=1024, iterations=1, lanes=1)
+PASSPHRASE = "correct horse battery"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home", kdf=FAST_KDF)
+
+
+@pytest.fixture
+def secret() -> Secret:
+    return Secret(passphrase=PASSPHRASE)
+
+
+@pytest.fixture
+def vault(settings: Settings, secret: Secret) -> Vault:
+    return Vault.init(settings, secret, actor="tester")
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for running `memo` in a subprocess against a fresh home."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMO_")}
+    env.update(MEMO_HOME=str(tmp_path / "clihome"), MEMO_PASSPHRASE=PASSPHRASE, MEMO_ACTOR="cli-tester")
+    return env
