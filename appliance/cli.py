@@ -287,6 +287,132 @@ def docs_forget(c: Ctx, doc_id: str, yes: bool) -> None:
     out.print(f"forgot {doc_id}: {r['versions']} version(s), {r['objects_destroyed']} object(s) destroyed, {r['objects_shared_kept']} shared object(s) kept")
 
 
+# ---------------------------------------------------------------- models + reflections
+@cli.group()
+def models() -> None:
+    """Models the appliance can run (found offline, checksummed)."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def models_list(c: Ctx, as_json: bool) -> None:
+    """Registered models; new files in the models folder are registered now."""
+    from appliance.llm.registry import ModelRegistry
+
+    reg = ModelRegistry(c.vault())
+    problems = reg.refresh()
+    rows = reg.list()
+    if as_json:
+        return emit_json({"models": [m.to_dict() for m in rows], "problems": problems})
+    table = Table("name", "kind", "source", "size", "sha256", "path")
+    for m in rows:
+        table.add_row(m.name, m.kind, m.source, f"{m.size / 1e6:.1f} MB", m.sha256[:16], m.path)
+    out.print(table)
+    for p in problems:
+        err.print(f"[yellow]warning[/] {escape(p)}")
+
+
+@models.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def models_show(c: Ctx, name: str, as_json: bool) -> None:
+    """One model, with its checksum verified now."""
+    from appliance.llm.registry import ModelRegistry
+
+    reg = ModelRegistry(c.vault())
+    reg.refresh()
+    info = reg.verify(name)
+    if as_json:
+        return emit_json(info.to_dict())
+    for k, v in info.to_dict().items():
+        out.print(f"{k}: {v}")
+    out.print("checksum: verified")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--generator", default="local", show_default=True, help="Policy endpoint that writes the reflections.")
+@click.option("--limit", type=int, help="Generate at most N units now (the rest on a later run).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def reflect(ctx: click.Context, generator: str, limit: int | None, as_json: bool) -> None:
+    """Generate question-answer reflections of the corpus (resumable: re-run to continue)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from appliance.llm.connect import open_model
+    from appliance.reflect.generate import reflect as run_reflect
+
+    c: Ctx = ctx.obj
+    v = c.vault()
+    model = open_model(v, generator, "generator", sends={"document_text"})
+    with progress_bar("reflect") as bar:
+        task = bar.add_task("reflect", total=None, rate="")
+        state = {"pairs": 0, "tokens": 0}
+
+        def tick(unit, done: int, total: int) -> None:  # noqa: ANN001
+            state["pairs"] += len(unit.pairs)
+            state["tokens"] += unit.stats.completion_tokens
+            elapsed = bar.tasks[task].elapsed or 1e-9
+            bar.update(task, completed=done, total=total,
+                       rate=f"{state['pairs']} pairs {state['pairs'] / elapsed:.2f} pairs/s {state['tokens'] / elapsed:.1f} tok/s")
+
+        report = run_reflect(v, model, progress=tick, limit_units=limit)
+    if as_json:
+        return emit_json(report.to_dict())
+    out.print(
+        f"{report.generated} unit(s) generated, {report.skipped_done} already done, {report.pruned} stale removed; "
+        f"{report.pairs} pairs kept, {report.rejected} rejected; {report.pairs_per_second:.2f} pairs/s, "
+        f"{report.tokens_per_second:.1f} generated tok/s in {report.seconds:.0f} s"
+    )
+
+
+@reflect.command("stats")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def reflect_stats(c: Ctx, as_json: bool) -> None:
+    """Pairs per document and kind, rejection rate and reasons."""
+    from appliance.corpus.documents import list_documents
+    from appliance.reflect.generate import stats
+
+    v = c.vault()
+    st = stats(v)
+    if as_json:
+        return emit_json(st.to_dict())
+    titles = {d.id: d.title for d in list_documents(v)}
+    out.print(f"{st.units} units, {st.pairs} pairs, {st.rejected} rejected (rate {st.rejection_rate:.0%}); "
+              f"{st.completion_tokens} tokens generated in {st.generation_seconds:.0f} s by {', '.join(st.generators)}")
+    kinds = Table("kind", "pairs")
+    for k, n in st.per_kind.items():
+        kinds.add_row(k, str(n))
+    out.print(kinds)
+    docs = Table("document", "title", "pairs")
+    for d, n in st.per_doc.items():
+        docs.add_row(d, titles.get(d, "")[:50], str(n))
+    out.print(docs)
+    reasons = Table("rejection reason", "count")
+    for r, n in st.rejection_reasons.items():
+        reasons.add_row(r, str(n))
+    out.print(reasons)
+
+
+@reflect.command("show")
+@click.option("--doc", "doc_id", help="Only pairs from this document.")
+@click.option("--kind", help="fact, paraphrase, entity, relation or current.")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def reflect_show(c: Ctx, doc_id: str | None, kind: str | None, limit: int, as_json: bool) -> None:
+    """Print stored pairs (decrypted) for review."""
+    from appliance.reflect.store import load_pairs
+
+    pairs = [p for p in load_pairs(c.vault(), {doc_id} if doc_id else None) if not kind or p.kind == kind][:limit or None]
+    if as_json:
+        return emit_json([p.model_dump() for p in pairs])
+    for p in pairs:
+        out.print(f"[bold]{p.kind}[/] {escape(p.question)}\n   → {escape(p.answer)}  [dim]{', '.join(p.doc_ids)}[/]")
+
+
 # ---------------------------------------------------------------- audit
 @cli.group()
 def audit() -> None:

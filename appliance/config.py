@@ -47,11 +47,25 @@ class IngestParams:
 
 
 @dataclass(frozen=True)
+class ReflectParams:
+    """How much the generator is asked per fact; sized so a 2-core box reflects a wiki in minutes."""
+
+    spans_per_fact: int = 2
+    paraphrases: bool = True
+    entity_facts: int = 3
+    relations_per_entity: int = 2
+    max_relation_units: int = 150
+    question_max_tokens: int = 40
+    seed: int = 1125
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     kdf: KdfParams = field(default_factory=KdfParams)
     chunking: ChunkingParams = field(default_factory=ChunkingParams)
     ingest: IngestParams = field(default_factory=IngestParams)
+    reflect: ReflectParams = field(default_factory=ReflectParams)
 
     @classmethod
     def load(cls, home: Path | str | None = None) -> "Settings":
@@ -59,6 +73,25 @@ class Settings:
 
     def with_home(self, home: Path) -> "Settings":
         return replace(self, home=home)
+
+    @property
+    def models_dir(self) -> Path:
+        """Where an administrator places extra models (``*.gguf`` files, Hugging Face folders)."""
+        return self.home / "models"
+
+    @property
+    def policies_dir(self) -> Path:
+        """Policy files: ``MEMO_POLICIES``, else the source tree's ``policies/``, else ``<home>/policies``.
+
+        Read at each access so a service and the console agree without restarting either.
+        """
+        env = os.environ.get("MEMO_POLICIES")
+        if env:
+            return Path(env).expanduser()
+        source_tree = Path(__file__).resolve().parent.parent
+        if (source_tree / "pyproject.toml").is_file() and (source_tree / "policies").is_dir():
+            return source_tree / "policies"
+        return self.home / "policies"
 
 
 def current_actor() -> str:

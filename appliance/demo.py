@@ -8,6 +8,7 @@ unchanged documents are skipped.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -72,5 +73,29 @@ def run_demo(demo_dir: Path, fresh: bool = False, console: Console | None = None
     if not result.ok:
         raise MemoError("demo vault failed verification: " + "; ".join(result.problems))
     console.print(f"vault OK: {result.checked_files} encrypted files authenticated; audit chain OK ({result.audit['entries']} entries)")
+    console.rule("3. reflections")
+    from appliance.llm.connect import open_model
+    from appliance.reflect.generate import reflect, stats
+    from appliance.reflect.store import load_pairs
+
+    generator = open_model(vault, "local", "generator")
+    console.print(f"generator: {generator.identity} (resumable: interrupt and re-run to continue)")
+    started = time.monotonic()
+
+    def tick(unit, done: int, total: int) -> None:  # noqa: ANN001
+        if done == 1 or done % 10 == 0 or done == total:
+            rate = done / max(time.monotonic() - started, 1e-9)
+            console.print(f"  unit {done}/{total}: {len(unit.pairs)} pairs ({unit.unit_kind}); ETA {(total - done) / rate:.0f} s")
+
+    rep = reflect(vault, generator, progress=tick)
+    st = stats(vault)
+    console.print(f"{rep.generated} units generated now ({rep.skipped_done} already done): {st.pairs} pairs kept, "
+                  f"{st.rejected} rejected ({st.rejection_rate:.0%}); kinds: {st.per_kind}")
+    pairs = load_pairs(vault)
+    for kind in ("fact", "paraphrase", "current", "relation", "entity"):
+        sample = next((p for p in pairs if p.kind == kind), None)
+        if sample:
+            console.print(f"  [{kind}] {sample.question}  →  {sample.answer[:110]}")
+
     console.rule("done")
     console.print(f"explore: MEMO_HOME={home} memo --key-file {key} docs list")

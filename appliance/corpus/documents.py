@@ -113,6 +113,10 @@ def forget_document(vault: Vault, doc_id: str, actor: str | None = None) -> dict
         destroyed = sorted(mine - still_used)
     for oid in destroyed:  # after the commit: a crash before this leaves orphans that `gc` removes
         vault.delete_object(oid)
-    result = {"doc_id": doc_id, "versions": n_versions, "objects_destroyed": len(destroyed), "objects_shared_kept": len(mine) - len(destroyed)}
+    from appliance.reflect.store import drop_documents  # reflections are derived content: they go too
+
+    units = drop_documents(vault, {doc_id})
+    result = {"doc_id": doc_id, "versions": n_versions, "objects_destroyed": len(destroyed),
+              "objects_shared_kept": len(mine) - len(destroyed), "reflection_units_destroyed": units}
     vault.audit.append(actor, "docs.forgotten", doc_id, **{k: v for k, v in result.items() if k != "doc_id"})
     return result
