@@ -334,9 +334,10 @@ def models_show(c: Ctx, name: str, as_json: bool) -> None:
 @cli.group(invoke_without_command=True)
 @click.option("--generator", default="local", show_default=True, help="Policy endpoint that writes the reflections.")
 @click.option("--limit", type=int, help="Generate at most N units now (the rest on a later run).")
+@click.option("--doc", "doc_ids", multiple=True, help="Only these documents (default: all current ones).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def reflect(ctx: click.Context, generator: str, limit: int | None, as_json: bool) -> None:
+def reflect(ctx: click.Context, generator: str, limit: int | None, doc_ids: tuple[str, ...], as_json: bool) -> None:
     """Generate question-answer reflections of the corpus (resumable: re-run to continue)."""
     if ctx.invoked_subcommand is not None:
         return
@@ -357,7 +358,7 @@ def reflect(ctx: click.Context, generator: str, limit: int | None, as_json: bool
             bar.update(task, completed=done, total=total,
                        rate=f"{state['pairs']} pairs {state['pairs'] / elapsed:.2f} pairs/s {state['tokens'] / elapsed:.1f} tok/s")
 
-        report = run_reflect(v, model, progress=tick, limit_units=limit)
+        report = run_reflect(v, model, progress=tick, limit_units=limit, doc_ids=set(doc_ids) if doc_ids else None)
     if as_json:
         return emit_json(report.to_dict())
     out.print(
@@ -411,6 +412,168 @@ def reflect_show(c: Ctx, doc_id: str | None, kind: str | None, limit: int, as_js
         return emit_json([p.model_dump() for p in pairs])
     for p in pairs:
         out.print(f"[bold]{p.kind}[/] {escape(p.question)}\n   → {escape(p.answer)}  [dim]{', '.join(p.doc_ids)}[/]")
+
+
+# ---------------------------------------------------------------- memory
+def _train_bar(bar: Progress, task) -> Callable:  # noqa: ANN001
+    def tick(si) -> None:  # noqa: ANN001
+        bar.update(task, completed=si.step, total=si.total,
+                   rate=f"epoch {si.epoch} loss {si.loss:.3f} {si.tokens_per_second:.0f} tok/s")
+    return tick
+
+
+@cli.command()
+@click.option("--method", type=click.Choice(["lora", "full"]), help="LoRA (default) or full fine-tuning.")
+@click.option("--epochs", type=int, help="Passes over the reflections.")
+@click.option("--doc", "doc_ids", multiple=True, help="Train only on reflections of these documents.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def train(c: Ctx, method: str | None, epochs: int | None, doc_ids: tuple[str, ...], as_json: bool) -> None:
+    """Fine-tune a memory version on the reflections (CUDA if present; resumable)."""
+    from dataclasses import replace
+
+    from appliance.memory.train import split_probes, train_memory
+    from appliance.reflect.store import load_pairs
+
+    v = c.vault()
+    params = v.settings.train
+    params = replace(params, **{k: val for k, val in (("method", method), ("epochs", epochs)) if val})
+    pairs = load_pairs(v, set(doc_ids) if doc_ids else None)
+    train_pairs, probes = split_probes(pairs)
+    with progress_bar("train") as bar:
+        task = bar.add_task("train", total=None, rate="")
+        version = train_memory(v, train_pairs, params, progress=_train_bar(bar, task),
+                               lineage_extra={"held_out_probes": len(probes)})
+    if as_json:
+        return emit_json(version.to_dict())
+    m = version.metrics
+    out.print(f"trained {version.id} ({version.method}) on {len(train_pairs)} pairs ({len(probes)} paraphrases held out as probes): "
+              f"loss {m['train_loss_first']} → {m['train_loss_last']}, {m['train_tokens_per_second']} tok/s, {m['train_seconds']} s")
+    out.print(f"next: memo export {version.id} --promote")
+
+
+@cli.group("memory")
+def memory_group() -> None:
+    """Memory versions and their lineage."""
+
+
+@memory_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def memory_list(c: Ctx, as_json: bool) -> None:
+    """Every memory version with status and headline metrics."""
+    from appliance.memory.versions import list_versions
+
+    rows = list_versions(c.vault())
+    if as_json:
+        return emit_json([r.to_dict() for r in rows])
+    table = Table("id", "status", "method", "parent", "created", "by", "pairs", "probe acc.", "agreement f16")
+    for r in rows:
+        ev = r.metrics.get("eval", {})
+        table.add_row(r.id, r.status, r.method, r.parent or "", r.created_at, r.created_by,
+                      str(r.lineage.get("reflections", {}).get("pairs", "")), str(ev.get("contains", "")),
+                      str(r.metrics.get("export", {}).get("f16", {}).get("answer_agreement", "")))
+    out.print(table)
+
+
+@memory_group.command("show")
+@click.argument("version_id")
+@click.pass_obj
+def memory_show(c: Ctx, version_id: str) -> None:
+    """Lineage (base, reflections, hyper-parameters) and metrics of one version."""
+    from appliance.memory.versions import get_version
+
+    emit_json(get_version(c.vault(), version_id).to_dict())
+
+
+@memory_group.command("ask")
+@click.argument("question")
+@click.option("--version", "version_id", help="Default: the promoted memory.")
+@click.pass_obj
+def memory_ask(c: Ctx, question: str, version_id: str | None) -> None:
+    """Ask the memory model one atomic question directly (no executive)."""
+    from appliance.config import current_actor
+    from appliance.memory.evaluate import ask_memory
+    from appliance.memory.serve import open_memory
+
+    v = c.vault()
+    model = open_memory(v, version_id)
+    answer, sources = ask_memory(model, [question])[0]
+    v.audit.append(current_actor(), "memory.ask", version_id, model=model.identity, question=question, answer=answer, sources=sources)
+    out.print(answer)
+    if sources:
+        out.print(f"[dim]sources: {', '.join(sources)}[/]")
+
+
+@cli.command("export")
+@click.argument("version_id")
+@click.option("--type", "types", multiple=True, type=click.Choice(["q8_0", "f16", "f32"]), help="Default: f16 (served) and q8_0.")
+@click.option("--min-agreement", type=float, default=0.9, show_default=True, help="Refuse a GGUF whose greedy answers agree less.")
+@click.option("--promote", is_flag=True, help="Make this version the serving memory once verified.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def export_cmd(c: Ctx, version_id: str, types: tuple[str, ...], min_agreement: float, promote: bool, as_json: bool) -> None:
+    """Merge, write GGUF into the vault, verify llama.cpp against transformers (and promote)."""
+    from appliance.export.pipeline import DEFAULT_TYPES, export_version, promote_version
+
+    v = c.vault()
+    results = export_version(v, version_id, types or DEFAULT_TYPES, min_agreement)
+    if promote:
+        promote_version(v, version_id)
+    if as_json:
+        return emit_json({"version": version_id, "exports": results, "promoted": promote})
+    for t, r in results.items():
+        if "refused" in r:
+            err.print(f"[yellow]refused[/] {escape(r['refused'])}")
+            continue
+        out.print(f"{version_id} {t}: {r['size'] / 1e6:.0f} MB, greedy answers agree {r['answer_agreement']:.0%}, "
+                  f"tokens {r['token_agreement']:.1%} on {r['probes']} probes (stored encrypted in the vault)")
+    if promote:
+        out.print(f"{version_id} is now the serving memory")
+
+
+@cli.command("eval")
+@click.argument("version_id", required=False)
+@click.option("--base", is_flag=True, help="Evaluate the untrained base model on the same probes.")
+@click.option("--show", is_flag=True, help="Print every probe with the memory's answer.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def eval_cmd(c: Ctx, version_id: str | None, base: bool, show: bool, as_json: bool) -> None:
+    """Held-out paraphrased probes: contains/exact accuracy per document."""
+    from appliance.config import current_actor
+    from appliance.llm.connect import open_model
+    from appliance.memory.evaluate import evaluate
+    from appliance.memory.serve import open_memory
+    from appliance.memory.train import split_probes
+    from appliance.memory.versions import get_version, promoted, update_metrics
+    from appliance.reflect.store import load_pairs
+
+    v = c.vault()
+    if base:
+        model = open_model(v, "local", "generator")
+        target = "base"
+    else:
+        version = get_version(v, version_id) if version_id else promoted(v)
+        if version is None:
+            raise MemoError("no memory version given and none promoted")
+        model = open_memory(v, version.id)
+        target = version.id
+    _, probes = split_probes(load_pairs(v))
+    with progress_bar("eval") as bar:
+        task = bar.add_task("eval", total=len(probes), rate="")
+        report = evaluate(model, probes, lambda d, t: bar.update(task, completed=d))
+    if target != "base":
+        update_metrics(v, target, eval={k: val for k, val in report.to_dict().items() if k != "per_document"},
+                       eval_per_document=report.per_document)
+    v.audit.append(current_actor(), "memory.eval", target, probes=report.probes, contains=report.contains, exact=report.exact)
+    if as_json:
+        return emit_json(report.to_dict(with_outcomes=show))
+    if show:
+        for o in report.outcomes:
+            mark = "[green]✓[/]" if o.contains else "[red]✗[/]"
+            out.print(f"{mark} {escape(o.question)}  gold: {escape(o.gold)}\n    memory: {escape(o.answer[:160])}")
+    out.print(f"{target}: {report.probes} probes, contains {report.contains:.1%}, exact {report.exact:.1%}, "
+              f"source named {report.source_accuracy:.1%} ({report.seconds:.0f} s)")
 
 
 # ---------------------------------------------------------------- audit
@@ -514,11 +677,12 @@ def audit_export(c: Ctx, actor, action, target, since, until, out_path: Path | N
 @click.option("--dir", "demo_dir", type=click.Path(path_type=Path), default=Path(".memo-demo"), show_default=True,
               help="Where the demo vault and its key file live (never your MEMO_HOME).")
 @click.option("--fresh", is_flag=True, help="Delete the demo vault first.")
-def demo(demo_dir: Path, fresh: bool) -> None:
-    """Run the main job on the bundled sample corpus: ingest and verify, then the later stages."""
+@click.option("--full", is_flag=True, help="Reflect and train on every document, not the 4-document slice.")
+def demo(demo_dir: Path, fresh: bool, full: bool) -> None:
+    """Run the main job on the bundled sample corpus: ingest, reflections, memory, GGUF, answers."""
     from appliance.demo import run_demo
 
-    run_demo(demo_dir, fresh=fresh, console=out)
+    run_demo(demo_dir, fresh=fresh, console=out, full=full)
 
 
 def main() -> None:

@@ -56,7 +56,29 @@ class ReflectParams:
     relations_per_entity: int = 2
     max_relation_units: int = 150
     question_max_tokens: int = 40
+    paraphrase_temperature: float = 0.8
     seed: int = 1125
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Memory training. LoRA on every projection (the paper's variant: r=16, alpha=32); a small
+    corpus needs more epochs and a higher rate than the paper's large one to be memorised."""
+
+    method: str = "lora"  # lora | full
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    learning_rate: float = 1e-3
+    full_learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.05
+    epochs: int = 8
+    batch_size: int = 8
+    max_length: int = 192
+    seed: int = 1125
+    checkpoint_every: int = 20
 
 
 @dataclass(frozen=True)
@@ -66,6 +88,7 @@ class Settings:
     chunking: ChunkingParams = field(default_factory=ChunkingParams)
     ingest: IngestParams = field(default_factory=IngestParams)
     reflect: ReflectParams = field(default_factory=ReflectParams)
+    train: TrainParams = field(default_factory=TrainParams)
 
     @classmethod
     def load(cls, home: Path | str | None = None) -> "Settings":

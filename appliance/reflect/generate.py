@@ -131,9 +131,13 @@ def _load_corpus(vault: Vault) -> tuple[list[ChunkRef], list[DocInfo]]:
     return chunks, docs
 
 
-def plan_units(vault: Vault, generator_identity: str, params: ReflectParams) -> list[UnitPlan]:
+def plan_units(vault: Vault, generator_identity: str, params: ReflectParams,
+               doc_ids: set[str] | None = None) -> list[UnitPlan]:
+    """The units for every current document, or only ``doc_ids`` (supersession still sees all)."""
     chunks, docs = _load_corpus(vault)
     sups = supersessions(docs)
+    if doc_ids is not None:
+        chunks = [c for c in chunks if c.doc_id in doc_ids]
     old = {s.old_id: s for s in sups}
     new = {s.new_id: s for s in sups}
     common = (generator_identity, prompts.PROMPT_VERSION, params.__dict__)
@@ -214,10 +218,10 @@ class Reflector:
         self.gen = generator
         self.params = params
 
-    def _ask(self, conversations: list, stats: UnitStats) -> list[ChatResult]:  # noqa: ANN001
+    def _ask(self, conversations: list, stats: UnitStats, temperature: float = 0.0) -> list[ChatResult]:  # noqa: ANN001
         if not conversations:
             return []
-        results = self.gen.chat_many(conversations, max_tokens=self.params.question_max_tokens, temperature=0.0)
+        results = self.gen.chat_many(conversations, max_tokens=self.params.question_max_tokens, temperature=temperature)
         stats.llm_calls += len(results)
         stats.prompt_tokens += sum(r.stats.prompt_tokens for r in results)
         stats.completion_tokens += sum(r.stats.completion_tokens for r in results)
@@ -278,7 +282,8 @@ class Reflector:
                                                  chunk_oids=[c.oid], source=fact.statement), source, core)
         if not self.params.paraphrases:
             return
-        results = self._ask([prompts.paraphrase_prompt(q) for q, _, _ in accepted], unit.stats)
+        # greedy decoding mostly echoes the question back: paraphrases are sampled
+        results = self._ask([prompts.paraphrase_prompt(q) for q, _, _ in accepted], unit.stats, self.params.paraphrase_temperature)
         for (q, fact, span), res in zip(accepted, results):
             p = clean_question(res.text)
             problem = question_problem(p, span, fact.statement, original=q)
@@ -334,12 +339,13 @@ def reflect(
     progress: Callable[[ReflectionUnit, int, int], None] | None = None,
     cancel: threading.Event | None = None,
     limit_units: int | None = None,
+    doc_ids: set[str] | None = None,
 ) -> ReflectReport:
     """Generate every planned unit not yet on disk; prune units no longer planned when complete."""
     params = params or vault.settings.reflect
     actor = actor or current_actor()
     started = time.monotonic()
-    plan = plan_units(vault, generator.identity, params)
+    plan = plan_units(vault, generator.identity, params, doc_ids)
     on_disk = unit_ids_on_disk(vault)
     todo = [u for u in plan if u.unit_id not in on_disk]
     if limit_units is not None:
@@ -367,14 +373,14 @@ def reflect(
                            generator=generator.identity, units=done, pairs=pairs, rejected=rejected,
                            completion_tokens=tokens, seconds=round(seconds, 2))
     pruned = 0
-    if limit_units is None:
+    if limit_units is None and doc_ids is None:
         stale = unit_ids_on_disk(vault) - {u.unit_id for u in plan}
         for uid in stale:
             vault.delete_file(unit_file(uid))
         pruned = len(stale)
         if pruned:
             vault.audit.append(actor, "reflect.prune", None, units=pruned)
-    return ReflectReport(planned=len(plan), generated=done, skipped_done=len(plan) - len(todo) if limit_units is None else len(on_disk),
+    return ReflectReport(planned=len(plan), generated=done, skipped_done=len(plan) - len(todo) if limit_units is None else len(on_disk & {u.unit_id for u in plan}),
                          pruned=pruned, pairs=pairs, rejected=rejected, completion_tokens=tokens, seconds=round(seconds, 3))
 
 

@@ -51,6 +51,9 @@ def question_problem(question: str, answer_span: str, source: str, original: str
         keep = {w for w in re.findall(r"\b[A-Z][\w-]*[A-Z0-9][\w-]*\b|\b[A-Z][a-z]+\b", original[1:])}
         if keep and not all(k.lower() in question.lower() for k in keep):
             return "paraphrase lost a name"
+        mine, theirs = content_words(question), content_words(original)
+        if theirs and len(mine & theirs) / len(theirs) < 0.5:
+            return "paraphrase drifted"
     return None
 
 

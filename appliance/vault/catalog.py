@@ -49,6 +49,17 @@ CREATE TABLE IF NOT EXISTS chunks (
     PRIMARY KEY (doc_id, version, seq)
 );
 CREATE INDEX IF NOT EXISTS chunks_oid ON chunks(oid);
+CREATE TABLE IF NOT EXISTS memory_versions (
+    id TEXT PRIMARY KEY,
+    parent TEXT,
+    base_model TEXT NOT NULL,
+    method TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    lineage TEXT NOT NULL,
+    metrics TEXT NOT NULL DEFAULT '{}'
+);
 """
 
 
