@@ -686,6 +686,7 @@ def demo(demo_dir: Path, fresh: bool, full: bool) -> None:
 
 
 def main() -> None:
+    os.environ.setdefault("TQDM_DISABLE", "1")  # library progress bars would interleave with ours
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

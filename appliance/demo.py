@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from appliance.config import Settings
@@ -105,7 +106,7 @@ def run_demo(demo_dir: Path, fresh: bool = False, console: Console | None = None
     for kind in ("fact", "paraphrase", "current", "relation", "entity"):
         sample = next((p for p in pairs if p.kind == kind), None)
         if sample:
-            console.print(f"  [{kind}] {sample.question}  →  {sample.answer[:110]}")
+            console.print(escape(f"  [{kind}] {sample.question}  →  {sample.answer[:110]}"))
     del generator
 
     console.rule("3. memory training")
@@ -142,7 +143,7 @@ def run_demo(demo_dir: Path, fresh: bool = False, console: Console | None = None
                   f"(answer contains the gold value); memory named the right source {after.source_accuracy:.0%}")
     for q in [p.question for p in probes[:3]] + [p.question for p in train_pairs if p.kind in ("current", "relation")][:2]:
         answer, sources = ask_memory(memory, [q])[0]
-        console.print(f"  Q: {q}\n  A: {answer}  [sources: {', '.join(sources) or '-'}]")
+        console.print(f"  Q: {escape(q)}\n  A: {escape(answer)}  " + escape(f"[sources: {', '.join(sources) or '-'}]"))
     vault.audit.append("demo", "memory.demo_answers", promoted(vault).id, probes=after.probes, contains=after.contains,
                        base_contains=before.contains)
 

@@ -43,12 +43,51 @@ def _row(system: str, seconds: list[float], tokens: int, extra: dict[str, Any]) 
     }
 
 
+def _demo_memory(demo_dir: Path, train_steps: int):  # noqa: ANN202
+    """The promoted memory of a demo vault, its probe questions, and a timed training run on a copy."""
+    import shutil
+    import tempfile
+    from dataclasses import replace
+
+    from appliance.config import Settings
+    from appliance.demo import demo_paths
+    from appliance.export.pipeline import agreement_questions
+    from appliance.memory.model_io import load_version
+    from appliance.memory.train import split_probes, train_memory
+    from appliance.memory.versions import promoted
+    from appliance.reflect.store import load_pairs
+    from appliance.vault.keys import Secret
+    from appliance.vault.store import Vault
+
+    home, key = demo_paths(demo_dir)
+    tmp = Path(tempfile.mkdtemp(prefix="memo-bench-"))
+    shutil.copytree(home, tmp / "home")
+    vault = Vault.open(Settings.load(tmp / "home"), Secret(key_file=key))
+    version = promoted(vault)
+    if version is None:
+        raise SystemExit(f"{demo_dir} has no promoted memory: run `memo demo` first")
+    train_pairs, _ = split_probes(load_pairs(vault))
+    params = vault.settings.train
+    subset = train_pairs[: params.batch_size * train_steps]
+    trained = train_memory(vault, subset, replace(params, epochs=1, checkpoint_every=10_000), actor="bench")
+    training = {"pairs": len(subset), "steps": trained.metrics["steps"], "batch_size": params.batch_size,
+                "seconds": trained.metrics["train_seconds"], "tokens_per_second": trained.metrics["train_tokens_per_second"],
+                "method": params.method, "rank": params.rank}
+    loaded = load_version(vault, version.id)
+    questions = agreement_questions(vault)
+    shutil.rmtree(tmp)
+    return loaded.model, loaded.tokenizer, questions, f"memory {version.id}", training
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--types", default="q8_0,f16", help="GGUF output types to export and time")
     ap.add_argument("--threads", type=int, default=None, help="threads for both runtimes (default: free cores now)")
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--json", type=Path, default=Path("bench/results/memory_latency.json"))
+    ap.add_argument("--demo-dir", type=Path, help="use the promoted memory of this demo vault (e.g. .memo-demo), "
+                    "its probes, and measure training tokens/s on a copy of it in the same run")
+    ap.add_argument("--train-steps", type=int, default=6, help="training steps timed with --demo-dir")
     args = ap.parse_args()
     console = Console(width=110)
 
@@ -63,10 +102,17 @@ def main() -> None:
     torch.set_num_threads(threads)
     base = gw.bundled_base_gguf()
     t0 = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(str(base.parent), gguf_file=base.name)
-    model = AutoModelForCausalLM.from_pretrained(str(base.parent), gguf_file=base.name, dtype=torch.float32).eval()
+    training: dict[str, Any] = {}
+    memory_name = "untrained base"
+    if args.demo_dir:
+        model, tokenizer, probes, memory_name, training = _demo_memory(args.demo_dir, args.train_steps)
+        torch.set_num_threads(threads)
+        model.eval()
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(str(base.parent), gguf_file=base.name)
+        model = AutoModelForCausalLM.from_pretrained(str(base.parent), gguf_file=base.name, dtype=torch.float32).eval()
+        probes = list(vf.DEFAULT_PROBES)
     load_s = time.perf_counter() - t0
-    probes = list(vf.DEFAULT_PROBES)
 
     vf.generate_reference(model, tokenizer, probes[:1], 4)  # warm-up (first call pays one-off costs)
     reference = vf.generate_reference(model, tokenizer, probes, args.max_new_tokens)
@@ -101,7 +147,12 @@ def main() -> None:
         )
         details[output_type] = report.to_dict()
 
-    table = Table(title=f"memory answer latency, {len(probes)} probes, ≤{args.max_new_tokens} new tokens, {threads} thread(s)")
+    if training:
+        t = Table(title="memory training throughput (same run)")
+        for k, v in training.items():
+            t.add_row(k, str(v))
+        console.print(t)
+    table = Table(title=f"{memory_name}: answer latency, {len(probes)} probes, ≤{args.max_new_tokens} new tokens, {threads} thread(s)")
     for col in ("system", "median s", "p95 s", "tok/s", "answers =", "tokens =", "forced top-1", "file MB"):
         table.add_column(col, justify="left" if col == "system" else "right", no_wrap=True)
     for r in rows:
@@ -118,6 +169,8 @@ def main() -> None:
     console.print(table)
     result = {
         "model": base.name,
+        "memory": memory_name,
+        "training": training,
         "threads": threads,
         "max_new_tokens": args.max_new_tokens,
         "transformers_load_s": round(load_s, 1),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,9 @@ from typing import Any
 
 from appliance.errors import MemoError
 from appliance.vault.store import Vault
+
+# transformers' GGUF de-quantiser draws a tqdm bar of its own; tqdm reads this when first imported
+os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 @dataclass
