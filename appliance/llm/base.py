@@ -27,11 +27,16 @@ class Message(TypedDict):
 
 @dataclass(frozen=True)
 class GenerationStats:
-    """Token counts and wall time of one generation (or, combined, of a batch)."""
+    """Token counts and wall time of one generation (or, combined, of a batch).
+
+    ``cached_tokens``: how many of the prompt tokens a backend did not have to process because
+    it reused them from a cache (a shared prefix); 0 where a backend does not say.
+    """
 
     prompt_tokens: int
     completion_tokens: int
     seconds: float
+    cached_tokens: int = 0
 
     @property
     def tokens_per_second(self) -> float:
@@ -48,6 +53,7 @@ class GenerationStats:
             prompt_tokens=sum(p.prompt_tokens for p in items),
             completion_tokens=sum(p.completion_tokens for p in items),
             seconds=wall,
+            cached_tokens=sum(p.cached_tokens for p in items),
         )
 
 

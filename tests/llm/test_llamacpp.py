@@ -1,4 +1,4 @@
-"""llama.cpp backend on the real bundled model: answers, JSON, batching, seeds, RAM-only vault models."""
+"""llama.cpp backend on the real bundled model: answers, JSON, batching, prefix sharing, seeds, RAM-only vault models."""
 
 from __future__ import annotations
 
@@ -6,14 +6,16 @@ import dataclasses
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from appliance.errors import MemoError
-from appliance.llm.base import ChatModel, GenerationStats
-from appliance.llm.llamacpp import LlamaCppModel
+from appliance.llm.base import ChatModel, ChatResult, GenerationStats
+from appliance.llm.llamacpp import LlamaCppModel, _common
 from appliance.llm.registry import ModelRegistry
+from appliance.reflect.prompts import paraphrase_prompt, question_prompt
 from appliance.vault.store import Vault
 from tests.llm.conftest import SYSTEM, TEST_OPTIONS
 
@@ -117,3 +119,112 @@ def test_vault_model_runs_from_ram_only(vault: Vault, bundled_gguf: Path) -> Non
         assert model.complete("The capital of France is", max_tokens=4).stats.completion_tokens == 4
     fds = {os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")}
     assert not any("memo-memory-test" in target for target in fds)  # descriptor closed after loading
+
+
+# ------------------------------------------------------------------------------ prefix sharing
+FACTS = [  # reflection-style: one long few-shot prefix, short tails; two answers share a fact
+    ("Team: People Ops; Lead: Anna Berg", "Anna Berg"),
+    ("Team: People Ops; Lead: Anna Berg", "People Ops"),
+    ("The cold room is kept at 4 degrees.", "4 degrees"),
+    ("System: Routewise; Owning team: Fleet Dispatch; Hosted at: On-prem", "Fleet Dispatch"),
+    ("Travel must be approved by the line manager before booking.", "the line manager"),
+    ("Per diem for domestic travel is 45 EUR.", "45 EUR"),
+]
+PARTY = "🎉 Summer party 2025!!! 🎉: "
+UNEVEN = [  # prompts of nearly equal length: batched as llama.cpp splits them, one answer used to change
+    (PARTY + "The Halvorsen & Quist summer party will take place on 14 June 2025 at The Copper Lantern in "
+     "Brannoch, starting at 18:00.", "14 June 2025"),
+    (PARTY + "The Halvorsen & Quist summer party will take place on 14 June 2025 at The Copper Lantern in "
+     "Brannoch, starting at 18:00.", "18:00"),
+    (PARTY + 'live music by "The Reefer Units" (yes, that\'s the Fleet Dispatch band)', "The Reefer Units"),
+    (PARTY + 'live music by "The Reefer Units" (yes, that\'s the Fleet Dispatch band)', "Fleet Dispatch"),
+    (PARTY + "Please sign up on the sheet next to reception at Kestrel Yard by 6 June so we can tell the "
+     "caterer the numbers.", "Kestrel Yard"),
+    (PARTY + "Please sign up on the sheet next to reception at Kestrel Yard by 6 June so we can tell the "
+     "caterer the numbers.", "June"),
+    (PARTY + "A shuttle bus leaves Gannet Point at 17:15 and Little Osier at 17:30.", "17:15"),
+    (PARTY + "A shuttle bus leaves Gannet Point at 17:15 and Little Osier at 17:30.", "17:30"),
+]
+
+
+@pytest.fixture(scope="module")
+def plain_model(module_vault: Vault) -> Iterator[LlamaCppModel]:
+    """The reference: no sharing, one sequence at a time, so every prompt is decoded alone from scratch."""
+    options = dataclasses.replace(TEST_OPTIONS, share_prefix=False, max_parallel=1)
+    model = LlamaCppModel.load(ModelRegistry(module_vault), options=options)
+    yield model
+    model.close()
+
+
+def _decoded(results: list[ChatResult]) -> int:
+    return sum(r.stats.prompt_tokens - r.stats.cached_tokens for r in results)
+
+
+def test_common_prefix_length() -> None:
+    assert _common([1, 2, 3, 4], [1, 2, 9], 10) == 2
+    assert _common([1, 2, 3], [1, 2, 3, 4], 10) == 3
+    assert _common([1, 2, 3], [1, 2, 3], 2) == 2
+    assert _common([5], [1], 3) == 0 and _common([], [1], 3) == 0 and _common([1], [1], 0) == 0
+    assert all(_common(list(range(n)) + [-1], list(range(100)), 200) == n for n in range(0, 60, 7))
+
+
+def test_shared_prefix_answers_equal_unshared_ones(bundled_model: LlamaCppModel, plain_model: LlamaCppModel) -> None:
+    """Sharing prompt prefixes (in a batch and across calls) changes no greedy answer, and decodes far less."""
+    questions = [question_prompt(f, a) for f, a in FACTS]
+    paraphrases = [paraphrase_prompt(q) for q in ("When does Gannet Point open?", "Who leads People Ops?")]
+    expected_q = [plain_model.chat(c, max_tokens=24).text for c in questions]
+    expected_p = [plain_model.chat(c, max_tokens=24).text for c in paraphrases]
+    assert plain_model.totals.cached_tokens == 0
+
+    bundled_model.clear_cache()
+    first = bundled_model.chat_many(questions, max_tokens=24)
+    other = bundled_model.chat_many(paraphrases, max_tokens=24)  # another prefix in between
+    again = bundled_model.chat_many(questions, max_tokens=24)
+    assert [r.text for r in first] == expected_q
+    assert [r.text for r in other] == expected_p
+    assert [r.text for r in again] == expected_q
+
+    prompt_tokens = sum(r.stats.prompt_tokens for r in first)
+    assert all(r.stats.prompt_tokens > 150 for r in first)  # the logical count is unchanged
+    assert _decoded(first) < 0.45 * prompt_tokens  # the few-shot prefix once, then the tails
+    assert _decoded(again) < 0.6 * _decoded(first)  # the prefix was kept from the first call
+    assert GenerationStats.combine(r.stats for r in again).cached_tokens == sum(r.stats.cached_tokens for r in again)
+    totals = bundled_model.totals
+    assert totals.prompt_tokens >= 2 * prompt_tokens and 0 < totals.cached_tokens < totals.prompt_tokens
+
+    bundled_model.clear_cache()
+    assert _decoded(bundled_model.chat_many(questions[:1], max_tokens=4)) == first[0].stats.prompt_tokens
+
+
+def test_batched_answers_equal_one_by_one_for_uneven_prompts(bundled_model: LlamaCppModel, plain_model: LlamaCppModel) -> None:
+    """Prompts one token apart: llama.cpp would give some a one-token micro-batch, which rounds differently."""
+    conversations = [question_prompt(f, a) for f, a in UNEVEN]
+    expected = [plain_model.chat(c, max_tokens=24).text for c in conversations]
+    for share in (False, True):
+        bundled_model.clear_cache()
+        bundled_model.options = dataclasses.replace(bundled_model.options, share_prefix=share)
+        try:
+            assert [r.text for r in bundled_model.chat_many(conversations, max_tokens=24)] == expected
+        finally:
+            bundled_model.options = TEST_OPTIONS
+
+
+def test_continued_conversation_reuses_its_prefix(bundled_model: LlamaCppModel) -> None:
+    convo = [SYSTEM, {"role": "user", "content": "Name a colour."}]
+    first = bundled_model.chat(convo, max_tokens=8)
+    convo += [{"role": "assistant", "content": first.text}, {"role": "user", "content": "And another one?"}]
+    second = bundled_model.chat(convo, max_tokens=8)
+    assert second.stats.cached_tokens >= first.stats.prompt_tokens - 2
+    assert second.stats.cached_tokens < second.stats.prompt_tokens
+
+
+def test_greedy_fast_path_matches_llamacpp_sampler(bundled_model: LlamaCppModel) -> None:
+    """The numpy greedy pick applies the repeat penalty exactly as llama.cpp's sampler chain does."""
+    prompt = "List of fruits: apple, banana, cherry,"
+    fast = bundled_model.complete(prompt, max_tokens=120)  # longer than the 64-token penalty window
+    bundled_model._fast_greedy = False
+    try:
+        chain = bundled_model.complete(prompt, max_tokens=120)
+    finally:
+        bundled_model._fast_greedy = True
+    assert fast.text == chain.text and fast.stats.completion_tokens == chain.stats.completion_tokens
