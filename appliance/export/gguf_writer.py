@@ -24,11 +24,9 @@ plaintext weights ever reach a filesystem.
 
 from __future__ import annotations
 
-import fcntl
 import fnmatch
 import functools
 import struct
-import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -39,6 +37,8 @@ import gguf
 import numpy as np
 
 from appliance.errors import MemoError
+from appliance.vault import memfd
+from appliance.vault.memfd import sha256_fd
 
 OutputType = Literal["f16", "q8_0", "f32"]
 OUTPUT_TYPES: tuple[str, ...] = ("f16", "q8_0", "f32")
@@ -293,19 +293,6 @@ def convert_tensors(
 
 
 # ---------------------------------------------------------------------------------- memfd
-def _memfd(label: str) -> int:
-    flags = os.MFD_CLOEXEC | getattr(os, "MFD_ALLOW_SEALING", 0)
-    return os.memfd_create(f"memo-{label}", flags)
-
-
-def _seal(fd: int) -> None:
-    seals = 0
-    for flag in ("F_SEAL_SEAL", "F_SEAL_SHRINK", "F_SEAL_GROW", "F_SEAL_WRITE"):
-        seals |= getattr(fcntl, flag, 0)
-    if seals and hasattr(fcntl, "F_ADD_SEALS"):
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
-
-
 @dataclass(frozen=True)
 class ExportInfo:
     """What was written: checksums let the vault copy and the verified copy be matched."""
@@ -366,15 +353,6 @@ class GGUFBuffer:
             pass
 
 
-def _sha256_fd(fd: int) -> tuple[str, int]:
-    h = hashlib.sha256()
-    offset = 0
-    while chunk := os.pread(fd, _CHUNK, offset):
-        h.update(chunk)
-        offset += len(chunk)
-    return h.hexdigest(), offset
-
-
 def write_gguf(
     model: Any,
     dest: str | os.PathLike[str],
@@ -410,7 +388,7 @@ def write_gguf(
     fd = os.open(dest, os.O_RDONLY | os.O_CLOEXEC)
     try:
         magic, version, n_tensors, n_kv = struct.unpack("<IIQQ", os.pread(fd, 24, 0))
-        digest, size = _sha256_fd(fd)
+        digest, size = sha256_fd(fd)
     finally:
         os.close(fd)
     if magic != gguf.GGUF_MAGIC or version != gguf.GGUF_VERSION or n_tensors != n or n_kv != len(metadata) + 1:
@@ -428,10 +406,10 @@ def export_to_memory(
     keep_f16: Sequence[str] = (),
 ) -> GGUFBuffer:
     """Export into a sealed memfd: nothing is written to any filesystem."""
-    fd = _memfd(f"export-{output_type}")
+    fd = memfd.create(f"export-{output_type}")
     try:
         info = write_gguf(model, f"/proc/self/fd/{fd}", base_gguf, output_type, name, keep_f16)
-        _seal(fd)
+        memfd.seal(fd)
     except BaseException:
         os.close(fd)
         raise

