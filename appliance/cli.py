@@ -187,19 +187,19 @@ def vault_gc(c: Ctx) -> None:
 @click.pass_obj
 def ingest(c: Ctx, paths: tuple[Path, ...], allow_forgotten: bool, as_json: bool) -> None:
     """Ingest files and folders (txt, md, html, pdf, docx) into the vault."""
-    from appliance.corpus.ingest import discover, ingest as run_ingest
+    from appliance.corpus.ingest import ingest as run_ingest
 
     v = c.vault()
-    total = len(discover(paths, exclude=v.home))
     with progress_bar("ingest") as bar:
-        task = bar.add_task("ingest", total=total, rate="")
+        task = bar.add_task("ingest", total=None, rate="")
         state = {"bytes": 0, "chunks": 0}
 
-        def tick(outcome, done: int, _total: int) -> None:  # noqa: ANN001
+        def tick(outcome, done: int, total: int) -> None:  # noqa: ANN001
             state["bytes"] += outcome.bytes
             state["chunks"] += outcome.chunks
             elapsed = bar.tasks[task].elapsed or 1e-9
-            bar.update(task, completed=done, rate=f"{state['bytes'] / 2**20 / elapsed:.2f} MB/s {state['chunks'] / elapsed:.0f} chunks/s")
+            bar.update(task, completed=done, total=total,
+                       rate=f"{state['bytes'] / 2**20 / elapsed:.2f} MB/s {state['chunks'] / elapsed:.0f} chunks/s")
 
         report = run_ingest(v, paths, progress=tick, allow_forgotten=allow_forgotten)
     if as_json:
@@ -239,10 +239,7 @@ def docs_list(c: Ctx, include_forgotten: bool, as_json: bool) -> None:
 
     table = Table("id", "title", "type", "v", "status", "chunks", "duplicate", "source")
     for r in rows:
-        dup = f"{r.duplicate_kind} of {r.duplicate_of}" if r.duplicate_of else ""
-        if r.similarity is not None and r.duplicate_kind == "near":
-            dup += f" ({r.similarity:.2f})"
-        table.add_row(r.id, r.title[:40], short_type(r.media_type), str(r.version), r.status, str(r.chunks), dup, r.source)
+        table.add_row(r.id, r.title[:40], short_type(r.media_type), str(r.version), r.status, str(r.chunks), r.duplicate_label, r.source)
     out.print(table)
     out.print(f"{len(rows)} document(s)")
 

@@ -86,8 +86,7 @@ def run_demo(demo_dir: Path, fresh: bool = False, console: Console | None = None
     docs = list_documents(vault)
     table = Table("id", "title", "type", "chunks", "duplicate")
     for d in docs:
-        dup = f"{d.duplicate_kind} of {d.duplicate_of}" + (f" ({d.similarity:.2f})" if d.duplicate_kind == "near" else "") if d.duplicate_of else ""
-        table.add_row(d.id, d.title[:44], short_type(d.media_type), str(d.chunks), dup)
+        table.add_row(d.id, d.title[:44], short_type(d.media_type), str(d.chunks), d.duplicate_label)
     console.print(table)
 
     console.rule("2. reflections")

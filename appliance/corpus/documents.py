@@ -27,6 +27,16 @@ class DocumentSummary:
     similarity: float | None
     ingested_at: str
 
+    @property
+    def duplicate_label(self) -> str:
+        """How a listing shows the duplicate relation: "exact of doc-…", "near of doc-… (0.69)"."""
+        if not self.duplicate_of:
+            return ""
+        label = f"{self.duplicate_kind} of {self.duplicate_of}"
+        if self.similarity is not None and self.duplicate_kind == "near":
+            label += f" ({self.similarity:.2f})"
+        return label
+
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
 

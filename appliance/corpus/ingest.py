@@ -240,9 +240,6 @@ class Ingestor:
             now = _now()
             for item in batch:
                 self._record(db, item, now)
-            for item in batch:
-                o = item.outcome
-                o.version = db.execute("SELECT MAX(version) FROM versions WHERE doc_id=?", (o.doc_id,)).fetchone()[0]
 
     def _record(self, db, item: _Prepared, now: str) -> None:  # noqa: ANN001
         o = item.outcome
@@ -251,11 +248,12 @@ class Ingestor:
         db.execute("INSERT OR IGNORE INTO documents (id, source, created_at) VALUES (?, ?, ?)", (o.doc_id, item.source, now))
         row = db.execute("SELECT version, content_mac FROM versions WHERE doc_id=? AND status='current'", (o.doc_id,)).fetchone()
         if row and row["content_mac"] == item.content_mac:
-            o.status = "unchanged"  # a concurrent run recorded it first
+            o.status, o.version = "unchanged", row["version"]  # a concurrent run recorded it first
             return
         if row:
             db.execute("UPDATE versions SET status='superseded', superseded_at=? WHERE doc_id=? AND version=?", (now, o.doc_id, row["version"]))
         version = (db.execute("SELECT MAX(version) FROM versions WHERE doc_id=?", (o.doc_id,)).fetchone()[0] or 0) + 1
+        o.version = version
         db.execute(
             "INSERT INTO versions (doc_id, version, status, title, media_type, size_bytes, content_mac, raw_oid, text_oid,"
             " n_words, n_chunks, duplicate_of, duplicate_kind, similarity, minhash, ingested_at)"

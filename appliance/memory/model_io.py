@@ -28,9 +28,11 @@ class Loaded:
     tokenizer: Any
     base_name: str
     base_path: Path
+    base_sha256: str
 
 
-def base_gguf_path(vault: Vault, name: str) -> Path:
+def base_gguf(vault: Vault, name: str) -> tuple[Path, str]:
+    """Path and verified SHA-256 of a training base."""
     from appliance.llm.registry import ModelRegistry
 
     reg = ModelRegistry(vault)
@@ -38,7 +40,7 @@ def base_gguf_path(vault: Vault, name: str) -> Path:
     info = reg.verify(name)
     if info.source == "vault" or info.kind != "gguf":
         raise MemoError(f"model {name!r} cannot be a training base (use a GGUF on disk, e.g. the bundled one)")
-    return Path(info.path)
+    return Path(info.path), info.sha256
 
 
 def load_base(vault: Vault, name: str, device: str = "cpu") -> Loaded:
@@ -50,7 +52,7 @@ def load_base(vault: Vault, name: str, device: str = "cpu") -> Loaded:
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
     warnings.filterwarnings("ignore", message="Could not find a config file")
-    path = base_gguf_path(vault, name)
+    path, digest = base_gguf(vault, name)
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     # the weights are plain fp32 by now; drop the GGUF quantiser marker so peft and saving work
@@ -59,7 +61,7 @@ def load_base(vault: Vault, name: str, device: str = "cpu") -> Loaded:
         del model.config.quantization_config
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return Loaded(model.to(device), tokenizer, name, path)
+    return Loaded(model.to(device), tokenizer, name, path, digest)
 
 
 def adapter_files(version_id: str) -> tuple[str, str]:

@@ -223,7 +223,7 @@ def train_memory(
         kinds[p.kind] = kinds.get(p.kind, 0) + 1
     lineage = {
         "base_model": base_model,
-        "base_sha256": _sha(loaded),
+        "base_sha256": loaded.base_sha256,
         "parent": parent,
         "run_id": run_id,
         "reflections": {"pairs": len(pairs), "kinds": kinds,
@@ -247,8 +247,3 @@ def train_memory(
                        method=params.method, **metrics)
     return version
 
-
-def _sha(loaded: Loaded) -> str:
-    from appliance.llm.registry import sha256_file
-
-    return sha256_file(loaded.base_path)[0]
