@@ -380,7 +380,7 @@ def reflect(
         pruned = len(stale)
         if pruned:
             vault.audit.append(actor, "reflect.prune", None, units=pruned)
-    return ReflectReport(planned=len(plan), generated=done, skipped_done=len(plan) - len(todo) if limit_units is None else len(on_disk & {u.unit_id for u in plan}),
+    return ReflectReport(planned=len(plan), generated=done, skipped_done=len(on_disk & {u.unit_id for u in plan}),
                          pruned=pruned, pairs=pairs, rejected=rejected, completion_tokens=tokens, seconds=round(seconds, 3))
 
 
