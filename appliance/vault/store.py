@@ -332,9 +332,12 @@ class Vault:
         except MemoError as exc:
             problems.append(str(exc))
         pem = self.home / AUDIT / "public-key.pem"
+        # Byte-for-byte: a PEM parser tolerates junk around the armour, a verifier must not.
+        expected = Ed25519PublicKey.from_public_bytes(self.keyring.public_key_bytes()).public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
         try:
-            loaded = serialization.load_pem_public_key(pem.read_bytes())
-            if not isinstance(loaded, Ed25519PublicKey) or loaded.public_bytes_raw() != self.keyring.public_key_bytes():
+            if pem.read_bytes() != expected:
                 raise ValueError
         except (OSError, ValueError):
             problems.append(f"{pem}: does not hold the vault's audit public key (corrupt or replaced)")

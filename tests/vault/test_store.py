@@ -124,3 +124,26 @@ def test_gc_removes_only_orphans(vault: Vault) -> None:
     assert vault.gc() == 1
     report = vault.verify()
     assert report.ok and report.orphans == []
+
+
+@pytest.mark.parametrize("name", ["audit/public-key.pem", "audit/head.json", "keyring.json"])
+def test_every_byte_of_the_plaintext_files_is_covered(ingested_home: Path, tmp_path: Path, name: str) -> None:
+    """The files kept outside encryption are small, so every byte is flipped (random sampling once
+    missed the PEM's trailing newline, which a PEM parser forgives)."""
+    from appliance.config import Settings
+    from appliance.vault.keys import Secret
+    from tests.conftest import FAST_KDF, PASSPHRASE
+
+    home = tmp_path / "home"
+    shutil.copytree(ingested_home, home)
+    victim = home / name
+    original = victim.read_bytes()
+    undetected = []
+    for pos in range(len(original)):
+        data = bytearray(original)
+        data[pos] ^= 1 << (pos % 8)
+        victim.write_bytes(bytes(data))
+        if not _problems_after_tamper(Settings(home=home, kdf=FAST_KDF), Secret(passphrase=PASSPHRASE)):
+            undetected.append(pos)
+    victim.write_bytes(original)
+    assert not undetected, f"flips in {name} at {undetected} went undetected"
