@@ -502,6 +502,35 @@ def memory_ask(c: Ctx, question: str, version_id: str | None) -> None:
         out.print(f"[dim]sources: {', '.join(sources)}[/]")
 
 
+@cli.command("ask")
+@click.argument("question")
+@click.option("--executive", "endpoint", default="local", show_default=True, help="Policy endpoint that plays the executive.")
+@click.option("--memory", "version_id", help="Memory version to ask (default: the promoted one).")
+@click.option("--hops", type=click.IntRange(0, 4), default=1, show_default=True, help="Follow-up rounds for multi-hop questions.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole trace as JSON.")
+@click.pass_obj
+def ask_cmd(c: Ctx, question: str, endpoint: str, version_id: str | None, hops: int, as_json: bool) -> None:
+    """Answer a question: the executive asks the memory sub-questions, then answers (audited)."""
+    from appliance.config import current_actor
+    from appliance.executive.agent import ExecutiveParams
+    from appliance.executive.session import ask, open_executive, source_titles
+
+    v = c.vault()
+    executive = open_executive(v, endpoint, version_id, ExecutiveParams(max_hops=hops))
+    trace = ask(v, executive, question, current_actor(), channel="cli")
+    if as_json:
+        return emit_json({**trace.to_dict(), "source_titles": source_titles(v, trace.sources)})
+    out.print(f"[bold]{escape(trace.answer)}[/]")
+    table = Table("hop", "asked the memory", "memory's answer", "sources", title="trace", title_justify="left")
+    for s in trace.sub_answers:
+        table.add_row(str(s.hop), escape(s.question), escape(s.answer), ", ".join(s.sources) or "-")
+    out.print(table)
+    for doc_id, title in source_titles(v, trace.sources).items():
+        out.print(f"  {doc_id}  {escape(title)}")
+    tokens = sum(trace.tokens.values())
+    out.print(f"[dim]memory {trace.memory_version} · executive {trace.executive} · {trace.seconds:.1f} s · {tokens} tokens[/]")
+
+
 @cli.command("export")
 @click.argument("version_id")
 @click.option("--type", "types", multiple=True, type=click.Choice(["q8_0", "f16", "f32"]), help="Default: f16 (served) and q8_0.")
