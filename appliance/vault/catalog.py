@@ -60,6 +60,26 @@ CREATE TABLE IF NOT EXISTS memory_versions (
     lineage TEXT NOT NULL,
     metrics TEXT NOT NULL DEFAULT '{}'
 );
+CREATE TABLE IF NOT EXISTS approvals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    version_id TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    decision TEXT NOT NULL CHECK (decision IN ('approve', 'reject')),
+    message TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (version_id, principal)
+);
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    token_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    expires_at TEXT,
+    revoked_at TEXT,
+    revoked_by TEXT
+);
 """
 
 
