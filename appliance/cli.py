@@ -711,6 +711,130 @@ def demo(demo_dir: Path, fresh: bool, full: bool) -> None:
     run_demo(demo_dir, fresh=fresh, console=out, full=full)
 
 
+# ---------------------------------------------------------------- HTTP API
+@cli.group("api")
+def api_group() -> None:
+    """The local HTTP API's per-user tokens (`memo serve` runs the API)."""
+
+
+@api_group.group("token")
+def api_token() -> None:
+    """Create, list and revoke API tokens (only a keyed hash is stored)."""
+
+
+@api_token.command("add")
+@click.argument("user")
+@click.option("--expires", "expires_days", type=float, help="Expire after this many days (default: never).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def api_token_add(c: Ctx, user: str, expires_days: float | None, as_json: bool) -> None:
+    """Create a token for USER; it is printed once and cannot be shown again."""
+    from appliance.api.tokens import create_token
+
+    new = create_token(c.vault(), user, expires_days)
+    if as_json:
+        emit_json({**new.info.to_dict(), "token": new.token})
+        return
+    click.echo(new.token)  # plain: no wrapping or markup may alter it
+    err.print(f"token {new.info.id} for {new.info.user}, expires {new.info.expires_at or 'never'}: store it now, it is not shown again")
+
+
+@api_token.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def api_token_list(c: Ctx, as_json: bool) -> None:
+    """Tokens with their user, dates and status (never the secret)."""
+    from appliance.api.tokens import list_tokens
+
+    infos = list_tokens(c.vault())
+    if as_json:
+        emit_json([i.to_dict() for i in infos])
+        return
+    table = Table("id", "user", "status", "created", "by", "expires", "revoked")
+    for i in infos:
+        table.add_row(i.id, escape(i.user), i.status(), i.created_at, escape(i.created_by), i.expires_at or "never", i.revoked_at or "")
+    out.print(table)
+
+
+@api_token.command("revoke")
+@click.argument("token_id")
+@click.pass_obj
+def api_token_revoke(c: Ctx, token_id: str) -> None:
+    """Revoke a token by id; a running server refuses it from its next request."""
+    from appliance.api.tokens import revoke_token
+
+    info = revoke_token(c.vault(), token_id)
+    out.print(f"revoked token {info.id} of {escape(info.user)}")
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; tokens travel in clear, so keep it local or behind TLS.")
+@click.option("--port", type=int, default=8750, show_default=True)
+@click.option("--endpoint", default="local", show_default=True, help="Policy endpoint of the executive model.")
+@click.option("--memory", "memory_version", help="Memory version to serve (default: the promoted one).")
+@click.pass_obj
+def serve(c: Ctx, host: str, port: int, endpoint: str, memory_version: str | None) -> None:
+    """Serve the HTTP API (OpenAI-compatible /v1/chat/completions, /v1/ask) until SIGINT/SIGTERM."""
+    import ipaddress
+
+    from appliance.api.server import ApiServer, serve_until_signalled
+    from appliance.config import current_actor
+    from appliance.executive.session import open_executive
+
+    v = c.vault()
+    executive = open_executive(v, endpoint, memory_version)
+    try:
+        server = ApiServer(v, executive, host, port, log=lambda line: err.print(escape(line)))
+    except OSError as exc:
+        raise MemoError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port or --host") from None
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        err.print(f"[yellow]warning:[/] listening on {host}: bearer tokens and answers cross the network unencrypted; put a TLS proxy in front")
+    actor = current_actor()
+    v.audit.append(actor, "api.serve.start", executive.memory_version, host=host, port=server.server_address[1],
+                   executive=executive.executive_model.identity, memory=executive.memory_model.identity)
+    try:
+        serve_until_signalled(server, lambda url: err.print(f"memo API on {url} (memory {executive.memory_version}); Ctrl-C stops"))
+    finally:
+        v.audit.append(actor, "api.serve.stop", executive.memory_version)
+    err.print("stopped")
+
+
+# ---------------------------------------------------------------- bench
+@cli.command("bench")
+@click.option("--corpus", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True, help="Folder of documents.")
+@click.option("--questions", "questions_file", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
+              help='JSONL: {"id", "question", "answers": [...], "kind": "single|multi|current"} per line.')
+@click.option("--systems", default="memo,bm25,dense", show_default=True, help="Comma-separated: memo, bm25, dense.")
+@click.option("--work", type=click.Path(path_type=Path), default=Path(".memo-bench"), show_default=True,
+              help="Work dir in the demo layout (home/ vault + demo.key); a demo dir can be reused. Never your MEMO_HOME.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("bench/results/qa"), show_default=True,
+              help="Where predictions.jsonl and results.json go.")
+@click.option("--limit", type=int, help="Only the first N questions.")
+@click.option("--executive", "endpoint", default="local", show_default=True, help="Policy endpoint of the executive model (all systems).")
+@click.option("--top-k", type=int, default=4, show_default=True, help="Passages the RAG baselines give the executive.")
+@click.option("--json", "as_json", is_flag=True)
+def bench(corpus: Path, questions_file: Path, systems: str, work: Path, out_dir: Path, limit: int | None, endpoint: str,
+          top_k: int, as_json: bool) -> None:
+    """Run the pipeline on a corpus and compare memo with BM25 / dense RAG on a questions file (resumable)."""
+    from appliance.bench.harness import parse_systems, run_bench
+
+    log = Console(stderr=True, highlight=False, width=err.width) if as_json else out
+
+    def tick(system: str, done: int, total: int, row: dict) -> None:
+        mark = "✓" if row["correct"] else "✗"
+        log.print(f"  {system} {done}/{total} {row['id']} {mark} {row['latency_s']:.1f} s  " + escape(row["prediction"][:100].replace("\n", " ")))
+
+    run = run_bench(corpus, questions_file, parse_systems(systems), work, out_dir, limit, endpoint, top_k, console=log, progress=tick)
+    if as_json:
+        return emit_json(run.results)
+    out.print(run.table)
+    out.print(f"predictions: {run.predictions_path}\nresults: {run.results_path}")
+
+
 def main() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")  # library progress bars would interleave with ours
     try:
