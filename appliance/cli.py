@@ -772,17 +772,19 @@ def api_token_revoke(c: Ctx, token_id: str) -> None:
 @click.option("--port", type=int, default=8750, show_default=True)
 @click.option("--endpoint", default="local", show_default=True, help="Policy endpoint of the executive model.")
 @click.option("--memory", "memory_version", help="Memory version to serve (default: the promoted one).")
+@click.option("--hops", type=click.IntRange(0, 4), default=1, show_default=True, help="Follow-up rounds for multi-hop questions.")
 @click.pass_obj
-def serve(c: Ctx, host: str, port: int, endpoint: str, memory_version: str | None) -> None:
+def serve(c: Ctx, host: str, port: int, endpoint: str, memory_version: str | None, hops: int) -> None:
     """Serve the HTTP API (OpenAI-compatible /v1/chat/completions, /v1/ask) until SIGINT/SIGTERM."""
     import ipaddress
 
     from appliance.api.server import ApiServer, serve_until_signalled
     from appliance.config import current_actor
+    from appliance.executive.agent import ExecutiveParams
     from appliance.executive.session import open_executive
 
     v = c.vault()
-    executive = open_executive(v, endpoint, memory_version)
+    executive = open_executive(v, endpoint, memory_version, ExecutiveParams(max_hops=hops))
     try:
         server = ApiServer(v, executive, host, port, log=lambda line: err.print(escape(line)))
     except OSError as exc:
