@@ -59,24 +59,9 @@ def _every(console: Console, label: str, started: float):  # noqa: ANN202
     return tick
 
 
-def run_demo(demo_dir: Path, fresh: bool = False, console: Console | None = None, full: bool = False) -> None:
-    from appliance.export.pipeline import export_version, promote_version
-    from appliance.llm.connect import open_model
-    from appliance.memory.evaluate import ask_memory, evaluate
-    from appliance.memory.serve import SERVE_TYPE, open_memory
-    from appliance.memory.train import split_probes, train_memory
-    from appliance.memory.versions import list_versions, promoted
-    from appliance.reflect.generate import reflect, stats
-    from appliance.reflect.store import load_pairs
-
-    console = console or Console()
-    home, key = demo_paths(demo_dir)
-    console.rule("[bold]memo demo")
-    console.print(f"vault: {home}\nkey file: {key} (a demo convenience: in production keep the key off the appliance's disk)")
-
-    console.rule("1. ingest")
-    vault = open_demo_vault(demo_dir, fresh)
-    report = ingest(vault, [SAMPLE_CORPUS])
+def ingest_stage(vault: Vault, corpus: Path, console: Console) -> list:
+    """Ingest a corpus (unchanged files are skipped) and show its documents."""
+    report = ingest(vault, [corpus])
     s = report.summary()
     console.print(
         f"{s['files']} files: {s['added']} added, {s['new_version']} new versions, {s['unchanged']} unchanged, "
@@ -88,51 +73,89 @@ def run_demo(demo_dir: Path, fresh: bool = False, console: Console | None = None
     for d in docs:
         table.add_row(d.id, d.title[:44], short_type(d.media_type), str(d.chunks), d.duplicate_label)
     console.print(table)
+    return docs
 
-    console.rule("2. reflections")
-    chosen = None if full else {d.id for d in docs if any(d.source.endswith(p) for p in DEMO_SLICE)}
-    if chosen is not None:
-        console.print(f"slice: {len(chosen)} documents ({', '.join(DEMO_SLICE)}); `memo demo --full` reflects on all")
-    generator = open_model(vault, "local", "generator")
-    console.print(f"generator: {generator.identity}")
+
+def reflect_stage(vault: Vault, console: Console, doc_ids: set[str] | None = None, generator: str = "local") -> list:
+    """Write the reflections still missing (resumable: done units are skipped); return the pairs."""
+    from appliance.llm.connect import open_model
+    from appliance.reflect.generate import reflect, stats
+    from appliance.reflect.store import load_pairs
+
+    model = open_model(vault, generator, "generator")
+    console.print(f"generator: {model.identity}")
     started = time.monotonic()
     progress = _every(console, "unit", started)
-    rep = reflect(vault, generator, progress=lambda u, d, t: progress(d, t, f"({u.unit_kind}, {len(u.pairs)} pairs)"), doc_ids=chosen)
+    rep = reflect(vault, model, progress=lambda u, d, t: progress(d, t, f"({u.unit_kind}, {len(u.pairs)} pairs)"), doc_ids=doc_ids)
     st = stats(vault)
     console.print(f"{rep.generated} units generated now ({rep.skipped_done} already done): {st.pairs} pairs kept, "
                   f"{st.rejected} rejected ({st.rejection_rate:.0%}); kinds: {st.per_kind}")
-    pairs = load_pairs(vault, chosen)
+    pairs = load_pairs(vault, doc_ids)
     for kind in ("fact", "paraphrase", "current", "relation", "entity"):
         sample = next((p for p in pairs if p.kind == kind), None)
         if sample:
             console.print(escape(f"  [{kind}] {sample.question}  →  {sample.answer[:110]}"))
-    del generator
+    return pairs
 
-    console.rule("3. memory training")
+
+def memory_stage(vault: Vault, pairs: list, console: Console):  # noqa: ANN201
+    """Train, export and promote a memory on ``pairs`` unless a promoted one was already trained on them.
+
+    Returns (version, train_pairs, probes).
+    """
+    from appliance.export.pipeline import export_version, promote_version
+    from appliance.memory.train import split_probes, train_memory
+    from appliance.memory.versions import list_versions, promoted
+
     train_pairs, probes = split_probes(pairs)
     current = promoted(vault)
     done = next((v for v in list_versions(vault) if v.lineage.get("reflections", {}).get("pairs") == len(train_pairs)
                  and v.status == "promoted"), None)
     if done:
-        version = done
-        console.print(f"{version.id} already trained on these {len(train_pairs)} pairs and promoted")
-    else:
-        started = time.monotonic()
-        step_tick = _every(console, "step", started)
-        version = train_memory(vault, train_pairs, progress=lambda si: step_tick(si.step, si.total, f"loss {si.loss:.3f} {si.tokens_per_second:.0f} tok/s"),
-                               lineage_extra={"held_out_probes": len(probes)})
-        m = version.metrics
-        console.print(f"trained {version.id}: loss {m['train_loss_first']} → {m['train_loss_last']} in {m['train_seconds']:.0f} s")
+        console.print(f"{done.id} already trained on these {len(train_pairs)} pairs and promoted")
+        return done, train_pairs, probes
+    started = time.monotonic()
+    step_tick = _every(console, "step", started)
+    version = train_memory(vault, train_pairs, progress=lambda si: step_tick(si.step, si.total, f"loss {si.loss:.3f} {si.tokens_per_second:.0f} tok/s"),
+                           lineage_extra={"held_out_probes": len(probes)})
+    m = version.metrics
+    console.print(f"trained {version.id}: loss {m['train_loss_first']} → {m['train_loss_last']} in {m['train_seconds']:.0f} s")
 
-        console.rule("4. GGUF export")
-        results = export_version(vault, version.id)
-        for t, r in results.items():
-            if "refused" in r:
-                console.print(f"  {t}: refused: {r['refused']}")
-            else:
-                console.print(f"  {t}: {r['size'] / 1e6:.0f} MB, llama.cpp vs transformers greedy answers agree {r['answer_agreement']:.0%}")
-        promote_version(vault, version.id)
-        console.print(f"{version.id} promoted (was: {current.id if current else 'none'})")
+    console.rule("4. GGUF export")
+    results = export_version(vault, version.id)
+    for t, r in results.items():
+        if "refused" in r:
+            console.print(f"  {t}: refused: {r['refused']}")
+        else:
+            console.print(f"  {t}: {r['size'] / 1e6:.0f} MB, llama.cpp vs transformers greedy answers agree {r['answer_agreement']:.0%}")
+    promote_version(vault, version.id)
+    console.print(f"{version.id} promoted (was: {current.id if current else 'none'})")
+    return version, train_pairs, probes
+
+
+def run_demo(demo_dir: Path, fresh: bool = False, console: Console | None = None, full: bool = False) -> None:
+    from appliance.llm.connect import open_model
+    from appliance.memory.evaluate import ask_memory, evaluate
+    from appliance.memory.serve import SERVE_TYPE, open_memory
+    from appliance.memory.versions import promoted
+
+    console = console or Console()
+    home, key = demo_paths(demo_dir)
+    console.rule("[bold]memo demo")
+    console.print(f"vault: {home}\nkey file: {key} (a demo convenience: in production keep the key off the appliance's disk)")
+
+    console.rule("1. ingest")
+    vault = open_demo_vault(demo_dir, fresh)
+    docs = ingest_stage(vault, SAMPLE_CORPUS, console)
+
+    console.rule("2. reflections")
+    chosen = None if full else {d.id for d in docs if any(d.source.endswith(p) for p in DEMO_SLICE)}
+    if chosen is not None:
+        console.print(f"slice: {len(chosen)} documents ({', '.join(DEMO_SLICE)}); `memo demo --full` reflects on all")
+    pairs = reflect_stage(vault, console, chosen)
+
+    console.rule("3. memory training")
+    _, train_pairs, probes = memory_stage(vault, pairs, console)
 
     console.rule("5. answers")
     memory = open_memory(vault)

@@ -1,0 +1,65 @@
+"""Whether a prediction answers a question: normalised containment of any gold answer or alias.
+
+The rule, applied identically to every system:
+
+1. Both texts are normalised: Unicode NFKC, lower case; a thousands separator between digits is
+   dropped (``1,500``, or with a no-break space, → ``1500``); every character that is not a letter, a digit or a
+   decimal point/colon *between two digits* becomes a space (so ``11.4 °C`` → ``11.4 c``,
+   ``V-3050`` → ``v 3050``, ``08:00`` stays ``08:00``, ``gw2.halq.example`` → ``gw2 halq example``);
+   runs of whitespace become one space.
+2. The prediction is correct when some normalised gold answer (the ``answers`` list: the gold and
+   its aliases) occurs in the normalised prediction *as whole words* (``" " + gold + " "`` inside
+   ``" " + prediction + " "``): ``5`` matches "carry over 5 days" but not "15 days" or "5.5".
+3. An empty prediction, or a gold answer that normalises to nothing, never matches.
+
+Containment rewards answers that name several candidates or ramble on, so the harness also records
+every prediction's length in words and a stricter score, ``first_sentence``: the same rule applied
+to the prediction's first sentence only (the text before the first line break, or before the first
+``.``, ``!`` or ``?`` that is followed by whitespace).
+No number words are converted (``five`` ≠ ``5``) and no synonyms are applied beyond the aliases
+the questions file lists.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+
+_THOUSANDS = re.compile(r"(?<=\d)[,\u00a0\u202f](?=\d{3}(?!\d))")
+_KEEP_BETWEEN_DIGITS = re.compile(r"(?<=\d)[.:](?=\d)")
+_NOT_WORD = re.compile(r"[^\w\u0001\u0002]+|_")
+
+
+def normalise(text: str) -> str:
+    """The comparison form of an answer (see the module docstring for the rule)."""
+    t = unicodedata.normalize("NFKC", text or "").lower()
+    t = _THOUSANDS.sub("", t)
+    t = _KEEP_BETWEEN_DIGITS.sub(lambda m: "\u0001" if m.group() == "." else "\u0002", t)
+    t = _NOT_WORD.sub(" ", t)
+    t = t.replace("\u0001", ".").replace("\u0002", ":")
+    return " ".join(t.split())
+
+
+def matches(prediction: str, answers: Iterable[str]) -> bool:
+    """True when some gold answer or alias occurs, as whole words, in the normalised prediction."""
+    p = normalise(prediction)
+    if not p:
+        return False
+    padded = f" {p} "
+    return any(g and f" {g} " in padded for g in (normalise(a) for a in answers))
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n")
+
+
+def first_sentence(prediction: str) -> str:
+    """The prediction up to its first sentence end or line break (leading blank lines skipped)."""
+    for piece in _SENTENCE_END.split((prediction or "").strip()):
+        if piece.strip():
+            return piece.strip()
+    return ""
+
+
+def word_count(prediction: str) -> int:
+    return len((prediction or "").split())
