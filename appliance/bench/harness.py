@@ -5,7 +5,9 @@ Systems:
 * ``memo``: the executive (decompose → ask the memory → follow up → synthesise) over the promoted
   memory, through :func:`appliance.executive.session.ask` (audited, channel ``bench``);
 * ``bm25`` / ``dense``: retrieval over the vault's chunks, the top-k passages answered by the same
-  executive chat model with one fixed prompt (:mod:`appliance.bench.rag`).
+  executive chat model with one fixed prompt (:mod:`appliance.bench.rag`);
+* ``memory`` (a diagnostic, not in the default list): the memory model alone, asked the question
+  as it is — what the executive adds to (or loses from) the memory.
 
 The work directory has the demo layout (``WORK/home`` vault, ``WORK/demo.key`` key file), so a
 demo vault can serve as one. Every stage is resumable: ingestion skips unchanged files,
@@ -40,7 +42,7 @@ from rich.table import Table
 from appliance.bench.scoring import first_sentence, matches, word_count
 from appliance.errors import MemoError
 
-SYSTEMS = ("memo", "bm25", "dense")
+SYSTEMS = ("memo", "bm25", "dense", "memory")  # memory: the memory model alone, asked the question as is (a diagnostic)
 KINDS = ("single", "multi", "current")
 ACTOR = "bench"
 
@@ -153,6 +155,42 @@ class MemoSystem(System):
         return Answer(trace.answer, latency, subs, trace.sources, dict(trace.tokens), dict(trace.timings))
 
 
+class MemoryOnlySystem(System):
+    """The memory model asked the user's question directly: no decomposition, no synthesis.
+
+    Not a baseline but a diagnostic: set against ``memo`` it shows what the executive adds or loses.
+    """
+
+    name = "memory"
+
+    def __init__(self, vault, memory: MemoSystem | None) -> None:  # noqa: ANN001
+        from appliance.memory.serve import open_memory
+        from appliance.memory.versions import promoted
+
+        started = time.monotonic()
+        if memory is not None:
+            self.model, self.version = memory.executive.memory_model, memory.executive.memory_version
+        else:
+            current = promoted(vault)
+            if current is None:
+                raise MemoError("no memory is promoted yet: run `memo train`, then `memo export VERSION --promote`")
+            self.model, self.version = open_memory(vault, current.id), current.id
+        self.prep_seconds = time.monotonic() - started
+        self.max_tokens = _executive_params().memory_max_tokens
+        self.description = f"memory {self.version} ({self.model.identity}) alone"
+        self.config = _fingerprint(["memory", self.version, self.model.identity, self.max_tokens])
+
+    def answer(self, q: Question) -> Answer:
+        from appliance.memory.format import memory_messages, split_sources
+
+        started = time.monotonic()
+        r = self.model.chat(memory_messages(q.question), max_tokens=self.max_tokens, temperature=0.0)
+        latency = time.monotonic() - started
+        answer, sources = split_sources(r.text)
+        return Answer(answer, latency, [], sources,
+                      {"memory_prompt": r.stats.prompt_tokens, "memory_completion": r.stats.completion_tokens}, {})
+
+
 class RagSystem(System):
     def __init__(self, name: str, vault, model, passages, top_k: int, max_tokens: int) -> None:  # noqa: ANN001
         from appliance.bench.rag import RAG_SYSTEM, RagAnswerer, make_retriever
@@ -208,14 +246,11 @@ def prepare_work(work: Path, corpus: Path, with_memory: bool, console: Console, 
     return vault
 
 
-def _executive_answer_tokens() -> int:
-    """The final-answer budget of memo's executive, so that RAG answers get the same."""
-    try:
-        from appliance.executive.agent import ExecutiveParams
+def _executive_params():  # noqa: ANN202
+    """memo's executive defaults: RAG answers get its final-answer budget, the memory alone its memory budget."""
+    from appliance.executive.agent import ExecutiveParams
 
-        return ExecutiveParams().answer_max_tokens
-    except ImportError:  # pragma: no cover - the executive is part of the appliance
-        return 128
+    return ExecutiveParams()
 
 
 def open_systems(vault, systems: Iterable[str], endpoint: str, top_k: int) -> list[System]:  # noqa: ANN001
@@ -231,6 +266,9 @@ def open_systems(vault, systems: Iterable[str], endpoint: str, top_k: int) -> li
         if name == "memo":
             opened.append(memo)  # type: ignore[arg-type]
             continue
+        if name == "memory":
+            opened.append(MemoryOnlySystem(vault, memo))
+            continue
         if rag_model is None:
             # the same executive model memo uses; RAG sends document text to it, which the policy
             # must allow for an external endpoint (checked by open_model before any connection)
@@ -241,7 +279,7 @@ def open_systems(vault, systems: Iterable[str], endpoint: str, top_k: int) -> li
             else:
                 rag_model = open_model(vault, endpoint, purpose="executive", sends=("questions", "document_text"))
             passages = load_passages(vault)
-        opened.append(RagSystem(name, vault, rag_model, passages, top_k, _executive_answer_tokens()))
+        opened.append(RagSystem(name, vault, rag_model, passages, top_k, _executive_params().answer_max_tokens))
     return opened
 
 
@@ -336,7 +374,7 @@ def run_bench(corpus: Path, questions_file: Path, systems: list[str], work: Path
     console = console or Console()
     questions = load_questions(questions_file, limit)
     systems = parse_systems(",".join(systems))
-    vault = prepare_work(work, corpus, "memo" in systems, console, reuse_memory=reuse_memory)
+    vault = prepare_work(work, corpus, bool({"memo", "memory"} & set(systems)), console, reuse_memory=reuse_memory)
     console.rule("answers")
     opened = open_systems(vault, systems, endpoint, top_k)
 

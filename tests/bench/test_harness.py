@@ -52,7 +52,7 @@ def test_questions_file_is_checked(tmp_path: Path) -> None:
 
 
 def test_systems_are_checked() -> None:
-    assert parse_systems("bm25, dense,bm25") == ["bm25", "dense"]
+    assert parse_systems("bm25, dense,bm25") == ["bm25", "dense"] and parse_systems("memory") == ["memory"]
     with pytest.raises(MemoError, match="unknown system"):
         parse_systems("bm25,hippo")
 
