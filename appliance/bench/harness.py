@@ -17,7 +17,8 @@ for the same system configuration (its ``config`` fingerprint) are not asked aga
 
 Outputs: ``OUT/predictions.jsonl`` (one line per system and question: ``id, system, prediction,
 latency_s, sub_questions`` plus ``kind, question, answers, correct, correct_first_sentence, words,
-sources, tokens, timings, config``; RAG rows also ``retrieved``)
+sources, tokens, timings, config``; RAG rows also ``retrieved`` and ``gold_in_context``: whether a
+gold answer occurs in the retrieved passages, the ceiling for a perfect reader)
 and ``OUT/results.json`` (per system: accuracy overall and per kind, median / p95 latency, tokens,
 seconds; the configuration and the machine).
 """
@@ -199,9 +200,16 @@ class RagSystem(System):
         retriever = make_retriever(name, passages)
         self.prep_seconds = retriever.index_seconds
         self.rag = RagAnswerer(model, retriever, k=top_k, max_tokens=max_tokens)
+        self._by_key = {(p.doc_id, p.seq): p for p in passages}
         corpus = _fingerprint([[p.doc_id, p.seq, p.text] for p in passages])
         self.description = f"executive {model.identity}; top-{top_k} of {len(passages)} chunks"
         self.config = _fingerprint([name, model.identity, top_k, max_tokens, self.rag.context_tokens, RAG_SYSTEM, corpus])
+
+    def gold_in_context(self, row: dict[str, Any]) -> bool:
+        """Whether a gold answer occurs in the retrieved passages: the best a perfect reader could do."""
+        text = "\n".join(self._by_key[(h["doc_id"], h["seq"])].indexed_text for h in row.get("retrieved", [])
+                         if (h["doc_id"], h["seq"]) in self._by_key)
+        return matches(text, row["answers"])
 
     def answer(self, q: Question) -> Answer:
         r = self.rag.answer(q.question)
@@ -321,6 +329,8 @@ def summarise(rows: list[dict[str, Any]], prep_seconds: float = 0.0) -> dict[str
         tokens=_sum_dicts(r.get("tokens", {}) for r in rows),
         total_seconds=round(sum(lat), 2),
         prep_seconds=round(prep_seconds, 2),
+        gold_in_context=(round(sum(r["gold_in_context"] for r in rows) / len(rows), 4)
+                         if rows and all("gold_in_context" in r for r in rows) else None),
         mean_answer_words=round(statistics.mean(r.get("words", 0) for r in rows), 1) if rows else 0.0,
         mean_sub_questions=round(statistics.mean(len(r.get("sub_questions") or []) for r in rows), 2) if rows else 0.0,
     )
@@ -340,14 +350,14 @@ def results_table(results: dict[str, Any]) -> Table:
     systems = results["systems"]
     counts = next(iter(systems.values()), {}) if systems else {}
     kinds = " / ".join(f"{k} {counts.get(f'questions_{k}', 0)}" for k in KINDS)
-    table = Table("system", "accuracy", *(f"{k}" for k in KINDS), "1st sentence", "words/answer", "median s", "p95 s",
+    table = Table("system", "accuracy", *(f"{k}" for k in KINDS), "1st sentence", "gold in top-k", "words/answer", "median s", "p95 s",
                   "tokens", "answer s", "prep s", title=f"{results['questions']} questions ({kinds})")
 
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{v:.1%}"
 
     for name, s in systems.items():
-        table.add_row(name, pct(s["accuracy"]), *(pct(s[f"accuracy_{k}"]) for k in KINDS), pct(s.get("accuracy_first_sentence")),
+        table.add_row(name, pct(s["accuracy"]), *(pct(s[f"accuracy_{k}"]) for k in KINDS), pct(s.get("accuracy_first_sentence")), pct(s.get("gold_in_context")),
                       f"{s['mean_answer_words']:.1f}",
                       f"{s['median_latency_s']:.2f}", f"{s['p95_latency_s']:.2f}", f"{s['total_tokens']:,}",
                       f"{s['total_seconds']:.0f}", f"{s['prep_seconds']:.1f}")
@@ -416,6 +426,11 @@ def run_bench(corpus: Path, questions_file: Path, systems: list[str], work: Path
     ours = sorted(({**r, "answers": by_id[r["id"]].answers, "kind": by_id[r["id"]].kind,
                     **score_row(r["prediction"], by_id[r["id"]].answers)} for r in done.values()),
                   key=lambda r: (systems.index(r["system"]), order[r["id"]]))
+    for system in opened:
+        if isinstance(system, RagSystem):
+            for r in ours:
+                if r["system"] == system.name:
+                    r["gold_in_context"] = system.gold_in_context(r)
     _write_jsonl(pred_path, kept_other + ours)
 
     previous = json.loads(res_path.read_text()) if res_path.exists() else {}

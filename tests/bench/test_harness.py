@@ -18,7 +18,7 @@ from appliance.errors import MemoError
 from tests.bench.conftest import QUESTIONS, EchoModel
 
 PRED_KEYS = {"id", "system", "prediction", "latency_s", "sub_questions", "kind", "question", "answers", "correct", "correct_first_sentence",
-             "words", "sources", "tokens", "timings", "retrieved", "config"}
+             "words", "sources", "tokens", "timings", "retrieved", "config", "gold_in_context"}
 
 
 @pytest.fixture
@@ -69,12 +69,14 @@ def test_bench_writes_predictions_and_results_and_resumes(tmp_path: Path, small_
         assert set(r) == PRED_KEYS
         assert r["sub_questions"] == [] and isinstance(r["latency_s"], float) and isinstance(r["correct"], bool)
         assert len(r["retrieved"]) == 2 and r["sources"]
-    # the echo model repeats the top passage: the VPN question's passage names gw2
-    assert rows[0]["correct"] is True
+    # the echo model repeats its context: the VPN question's passage names gw2
+    assert rows[0]["correct"] is True and rows[0]["gold_in_context"] is True
+    assert all(r["correct"] == r["gold_in_context"] for r in rows)  # an echo is a perfect reader (of 400 words)
     results = json.loads(run.results_path.read_text())
     s = results["systems"]["bm25"]
     assert results["questions"] == 3 and s["questions"] == 3 and s["questions_multi"] == 1 and s["accuracy_current"] is None
     assert s["accuracy"] == round(sum(r["correct"] for r in rows) / 3, 4)
+    assert s["gold_in_context"] == round(sum(r["gold_in_context"] for r in rows) / 3, 4)
     assert s["total_tokens"] == sum(sum(r["tokens"].values()) for r in rows) and s["median_latency_s"] >= 0
     assert echo.calls == 3
 
