@@ -12,6 +12,7 @@ is the slow part; ``--full`` uses every document.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -133,6 +134,31 @@ def memory_stage(vault: Vault, pairs: list, console: Console):  # noqa: ANN201
     return version, train_pairs, probes
 
 
+# questions of the development set whose answers lie in the demo slice: a single fact, a multi-hop
+# one (team of a system → its lead) and a "value in force now" one (2025 policy over 2024)
+DEMO_QUESTIONS = ("q035", "q051", "q052", "q030")
+QUESTIONS_FILE = SAMPLE_CORPUS.parent / "halq-wiki.questions.jsonl"
+
+
+def executive_stage(vault: Vault, console: Console, question_ids: tuple[str, ...] = DEMO_QUESTIONS) -> None:
+    """The executive answers a few development-set questions through the memory, with their traces."""
+
+    from appliance.executive.session import ask, open_executive, source_titles
+
+    wanted = {q["id"]: q for q in map(json.loads, QUESTIONS_FILE.read_text().splitlines()) if q["id"] in question_ids}
+    executive = open_executive(vault)
+    console.print(f"executive: {executive.executive_model.identity}; memory: {executive.memory_version}")
+    for qid in question_ids:
+        q = wanted[qid]
+        trace = ask(vault, executive, q["question"], actor="demo", channel="demo")
+        console.print(escape(f"  Q ({q['kind']}): {q['question']}   [gold: {q['answers'][0]}]"))
+        for s in trace.sub_answers:
+            console.print(escape(f"     memory ← {s.question}\n            → {s.answer}"), style="dim")
+        titles = source_titles(vault, trace.sources)
+        console.print(escape(f"  A: {trace.answer}"), style="bold")
+        console.print(escape(f"     sources: {'; '.join(f'{d} {t}' for d, t in titles.items()) or '-'}; {trace.seconds:.1f} s"))
+
+
 def run_demo(demo_dir: Path, fresh: bool = False, console: Console | None = None, full: bool = False) -> None:
     from appliance.llm.connect import open_model
     from appliance.memory.evaluate import ask_memory, evaluate
@@ -169,7 +195,10 @@ def run_demo(demo_dir: Path, fresh: bool = False, console: Console | None = None
     vault.audit.append("demo", "memory.demo_answers", promoted(vault).id, probes=after.probes, contains=after.contains,
                        base_contains=before.contains)
 
-    console.rule("6. verify")
+    console.rule("6. executive")
+    executive_stage(vault, console)
+
+    console.rule("7. verify")
     result = vault.verify()
     if not result.ok:
         raise MemoError("demo vault failed verification: " + "; ".join(result.problems))
