@@ -270,17 +270,43 @@ def docs_show(c: Ctx, doc_id: str, with_text: bool, as_json: bool) -> None:
 @docs.command("forget")
 @click.argument("doc_id")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--candidate/--no-candidate", default=None,
+              help="Also retrain a candidate memory without the document, with a before/after probe report "
+                   "(default: when a memory is promoted).")
+@click.option("--epochs", type=int, help="Passes over the remaining reflections (with --candidate).")
 @click.pass_obj
-def docs_forget(c: Ctx, doc_id: str, yes: bool) -> None:
-    """Destroy a document's content in the vault (all versions)."""
+def docs_forget(c: Ctx, doc_id: str, yes: bool, candidate: bool | None, epochs: int | None) -> None:
+    """Destroy a document's content in the vault (all versions), and make a memory without it."""
     from appliance.corpus.documents import forget_document
+    from appliance.memory.versions import promoted
 
     v = c.vault()
+    if candidate is None:
+        candidate = promoted(v) is not None
     if not yes:
         if not sys.stdin.isatty():
             raise MemoError("forgetting is irreversible: pass --yes to confirm non-interactively")
         click.confirm(f"Destroy every version of {doc_id}?", abort=True, err=True)
-    r = forget_document(v, doc_id)
+    if candidate:
+        from dataclasses import replace
+
+        from appliance.memory.update import forget_with_candidate
+
+        params = replace(v.settings.train, epochs=epochs) if epochs else v.settings.train
+        with progress_bar("retrain") as bar:
+            task = bar.add_task("retrain", total=None, rate="")
+            res = forget_with_candidate(v, doc_id, params, progress=_train_bar(bar, task), message=_say)
+        r = res["forget"]
+        for x in res["shown"]:  # shown once, on this terminal; the report keeps only keyed hashes
+            out.print(f"  {'answered' if x['before'] else 'not answered'} → {'ANSWERED' if x['after'] else 'not answered'}: "
+                      f"{escape(x['question'])}")
+        _print_forget_report(res["report"])
+        out.print(f"candidate {res['candidate']} serves only once approved: memo approvals show {res['candidate']}")
+    else:
+        r = forget_document(v, doc_id)
+        if promoted(v) is not None:
+            err.print("[yellow]the serving memory still holds what it learned from this document:[/] "
+                      "re-run with --candidate (or `memo update --method retrain`) to make one without it")
     out.print(f"forgot {doc_id}: {r['versions']} version(s), {r['objects_destroyed']} object(s) destroyed, {r['objects_shared_kept']} shared object(s) kept")
 
 
@@ -696,6 +722,240 @@ def audit_export(c: Ctx, actor, action, target, since, until, out_path: Path | N
         err.print(f"exported {len(lines)} entries to {out_path}")
     else:
         click.echo(data, nl=False)
+
+
+# ---------------------------------------------------------------- continual updates + approvals
+def _say(msg: str) -> None:
+    err.print(f"[dim]{escape(msg)}[/]")
+
+
+def _print_candidate_report(version_id: str, r: dict[str, Any]) -> None:
+    pct = lambda x: "-" if x is None else f"{x:.0%}"  # noqa: E731
+    out.print(f"{version_id} vs serving {r.get('reference') or '(none)'}: probes {r['probes']}; retention {pct(r['retention'])} "
+              f"(old accuracy {pct(r['old_accuracy']['reference'])} → {pct(r['old_accuracy']['candidate'])}), "
+              f"acquisition {pct(r['acquisition'])}, superseded values {pct(r['superseded']['reference'])} → "
+              f"{pct(r['superseded']['candidate'])}")
+    if r.get("per_document"):
+        table = Table("document", "probes", "serving", "candidate", "delta")
+        for d, x in r["per_document"].items():
+            table.add_row(d, str(x["probes"]), pct(x["reference"]), pct(x["candidate"]),
+                          "-" if x["delta"] is None else f"{x['delta'] * 100:+.0f} pts")
+        out.print(table)
+
+
+def _print_forget_report(r: dict[str, Any]) -> None:
+    out.print(f"forgotten {r['doc_id']}: {r['forgotten_probes']} probe(s) answered {r['forgotten_answered_before']:.0%} by "
+              f"{r['reference']} → {r['forgotten_answered_after']:.0%} by the candidate; other documents: "
+              f"{r['retained_probes']} probes, accuracy {r['retained_accuracy']['reference']} → {r['retained_accuracy']['candidate']}, "
+              f"retention {r['retention']}")
+
+
+@cli.command("update")
+@click.option("--method", type=click.Choice(["ties", "linear", "dare", "dare_ties", "sequential", "retrain"]), default="ties",
+              show_default=True, help="Merge method for the new task vector, or a full retrain (the fallback).")
+@click.option("--density", type=float, help="Share of each task vector kept by TIES/DARE (default 0.3 TIES, 0.5 DARE).")
+@click.option("--doc", "doc_ids", multiple=True, help="Only these documents (default: every new or changed one).")
+@click.option("--epochs", type=int, help="Passes over the new reflections.")
+@click.option("--generator", default="local", show_default=True, help="Policy endpoint that writes missing reflections.")
+@click.option("--replay", type=float, default=1.0, show_default=True,
+              help="Old pairs rehearsed per new pair while the task vector trains (0: new pairs only).")
+@click.option("--no-eval", is_flag=True, help="Skip the candidate evaluation (approval may then be refused by policy).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def update_cmd(c: Ctx, method: str, density: float | None, doc_ids: tuple[str, ...], epochs: int | None, generator: str,
+               replay: float, no_eval: bool, as_json: bool) -> None:
+    """New or changed documents → reflections → task vector → merged CANDIDATE memory (not served until approved)."""
+    from dataclasses import replace
+
+    from appliance.memory.update import run_update
+
+    v = c.vault()
+    params = replace(v.settings.train, epochs=epochs) if epochs else v.settings.train
+    with progress_bar("update") as bar:
+        task = bar.add_task("train", total=None, rate="")
+        result = run_update(v, method, density, set(doc_ids) or None, params, generator, progress=_train_bar(bar, task),
+                            message=_say, evaluate=not no_eval, replay=replay)
+    if as_json:
+        return emit_json(result.to_dict())
+    out.print(f"candidate {result.candidate.id} ({method}) from {len(result.documents)} document(s), {result.pairs} pairs"
+              + (f", task vector {result.task_vector.id}" if result.task_vector else "") + f" in {result.seconds['total']:.0f} s")
+    if result.report:
+        _print_candidate_report(result.candidate.id, result.report)
+    out.print(f"next: memo approvals show {result.candidate.id}; an approver runs memo approvals approve {result.candidate.id} --key FILE")
+
+
+@cli.group("approvals")
+def approvals_group() -> None:
+    """Signed approval of memory versions (policies/approvers.yaml names who may approve)."""
+
+
+@approvals_group.command("keygen")
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path), help="Private key file to create (0600).")
+@click.option("--passphrase/--no-passphrase", default=True, show_default=True,
+              help="Encrypt the key file with a passphrase (MEMO_APPROVER_PASSPHRASE or a prompt).")
+def approvals_keygen(out_path: Path, passphrase: bool) -> None:
+    """Create an approver's Ed25519 key; prints the public key to put in policies/approvers.yaml."""
+    from appliance.approvals.keys import generate
+
+    secret = None
+    if passphrase:
+        secret = os.environ.get("MEMO_APPROVER_PASSPHRASE")
+        if secret is None:
+            if not sys.stdin.isatty():
+                raise MemoError("no passphrase for the key: set MEMO_APPROVER_PASSPHRASE or pass --no-passphrase")
+            secret = click.prompt("Passphrase for the approver key", hide_input=True, confirmation_prompt=True, err=True)
+    public = generate(out_path, secret)
+    out.print(f"wrote {out_path} (0600{', passphrase-protected' if secret else ''}); keep it off the appliance if you can")
+    out.print(f'public key: {public}\nadd to policies/approvers.yaml:\n  - name: <you>\n    roles: [approver]\n    public_key: "{public}"')
+
+
+def _approver_key(path: Path):  # noqa: ANN202
+    from appliance.approvals.keys import load_private
+
+    try:
+        return load_private(path, os.environ.get("MEMO_APPROVER_PASSPHRASE"))
+    except MemoError as exc:
+        if "passphrase-protected" not in str(exc) or not sys.stdin.isatty():
+            raise
+        return load_private(path, click.prompt(f"Passphrase for {path}", hide_input=True, err=True))
+
+
+@approvals_group.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Every version, not only those waiting for a decision.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def approvals_list(c: Ctx, show_all: bool, as_json: bool) -> None:
+    """Versions waiting for approval (or all), with their evaluation and signatures."""
+    from appliance.approvals.records import enforced, pending, state
+    from appliance.memory.versions import list_versions
+
+    v = c.vault()
+    versions = list_versions(v) if show_all else pending(v)
+    states = [state(v, x.id) for x in versions]
+    if as_json:
+        return emit_json({"enforced": enforced(v), "versions": [s.to_dict() for s in states]})
+    if not enforced(v):
+        err.print("[yellow]open mode:[/] no approver is named in policy, so promotion needs no signature (see policies/approvers.yaml)")
+    table = Table("id", "status", "method", "created", "retention", "acquisition", "superseded", "approved by", "rejected by", "ready")
+    for x, s in zip(versions, states):
+        ev = x.metrics.get("candidate_eval") or {}
+        fr = x.metrics.get("forget_report") or {}
+        table.add_row(x.id, x.status, x.method, x.created_at, str(ev.get("retention", fr.get("retention", ""))),
+                      str(ev.get("acquisition", "")), str((ev.get("superseded") or {}).get("candidate", "")),
+                      ", ".join(s.approved_by), ", ".join(s.rejected_by),
+                      "yes" if s.satisfied else f"{len(s.approved_by)}/{s.required}" + (" !" if s.rule_problems or s.invalid else ""))
+    out.print(table)
+
+
+@approvals_group.command("show")
+@click.argument("version_id")
+@click.option("--outcomes", is_flag=True, help="Print every probe with the candidate's answer.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def approvals_show(c: Ctx, version_id: str, outcomes: bool, as_json: bool) -> None:
+    """A version's evaluation report, approval records (each verified) and what is still missing."""
+    from appliance.approvals.records import records, state
+    from appliance.memory.versions import get_version
+
+    v = c.vault()
+    version = get_version(v, version_id)
+    st = state(v, version_id)
+    recs = records(v, version_id)
+    if as_json:
+        return emit_json({"version": version.to_dict(), "state": st.to_dict(), "records": [r.to_dict() for r in recs]})
+    lin = version.lineage
+    out.print(f"{version_id}: {version.status}, {version.method}, parent {version.parent or '-'}, by {version.created_by} at {version.created_at}")
+    if lin.get("merge"):
+        m = lin["merge"]
+        out.print(f"merge: {m['method']} (peft {m['peft_combination_type']}, density {m['density']}) of {', '.join(m['old'])} + task vector {m['task_vector']}")
+    if lin.get("update_documents"):
+        out.print(f"documents: {', '.join(lin['update_documents'])}")
+    if version.metrics.get("candidate_eval"):
+        _print_candidate_report(version_id, version.metrics["candidate_eval"])
+        if outcomes:
+            for name, outs in version.metrics["candidate_eval"].get("outcomes", {}).items():
+                for o in outs:
+                    out.print(f"{'[green]✓[/]' if o['ok'] else '[red]✗[/]'} [{name}] {escape(o['question'])}  gold: {escape(o['gold'])}\n    → {escape(o['answer'][:140])}")
+    if version.metrics.get("forget_report"):
+        _print_forget_report(version.metrics["forget_report"])
+    if not version.metrics.get("candidate_eval") and not version.metrics.get("forget_report"):
+        out.print(f"no evaluation report: memo approvals evaluate {version_id}")
+    for r in recs:
+        mark = "[green]valid[/]" if r.valid else f"[red]INVALID[/] ({escape(r.problem or '')})"
+        out.print(f"{r.decision} by {r.principal} at {r.created_at}: {mark}")
+    if st.rule_problems:
+        out.print("policy: " + "; ".join(st.rule_problems))
+    out.print(f"approvals: {len(st.approved_by)} of {st.required} required" + ("" if st.enforced else " (open mode: not enforced)")
+              + ("; ready to serve" if st.satisfied else ""))
+
+
+@approvals_group.command("evaluate")
+@click.argument("version_id")
+@click.option("--against", "reference", help="Compare with this version (default: the serving one).")
+@click.option("--new-doc", "new_docs", multiple=True, help="Documents counted as new (default: those of the update).")
+@click.pass_obj
+def approvals_evaluate(c: Ctx, version_id: str, reference: str | None, new_docs: tuple[str, ...]) -> None:
+    """(Re-)evaluate a version against the serving memory: retention, acquisition, superseded values."""
+    from appliance.memory.update import evaluate_candidate
+
+    v = c.vault()
+    report = evaluate_candidate(v, version_id, reference, set(new_docs) or None, progress=_say)
+    _print_candidate_report(version_id, report)
+
+
+def _decide(c: Ctx, version_id: str, key: Path, decision: str, comment: str, promote: bool, as_json: bool) -> None:
+    from appliance.approvals.records import decide, promote as promote_fn, state
+
+    v = c.vault()
+    rec = decide(v, version_id, _approver_key(key), decision, comment=comment)
+    st = state(v, version_id)
+    promoted_now = None
+    if decision == "approve" and promote and st.satisfied:
+        _say(f"{version_id} has its approvals: exporting and promoting")
+        promoted_now = promote_fn(v, version_id)
+    if as_json:
+        return emit_json({"record": rec.to_dict(), "state": st.to_dict(), "promoted": promoted_now is not None})
+    out.print(f"{decision}d {version_id} as {rec.principal} (signature recorded and audited); "
+              f"{len(st.approved_by)} of {st.required} approval(s)")
+    if promoted_now is not None:
+        out.print(f"{version_id} is now the serving memory")
+    elif decision == "approve" and not st.satisfied:
+        out.print(f"{version_id} still needs {st.required - len(st.approved_by)} more approval(s) from another approver")
+
+
+@approvals_group.command("approve")
+@click.argument("version_id")
+@click.option("--key", "key", required=True, type=click.Path(path_type=Path), help="Your approver private key file.")
+@click.option("--comment", default="", help="Recorded with the signature.")
+@click.option("--promote/--no-promote", default=True, show_default=True,
+              help="Export and promote once the policy's approvals are complete.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def approvals_approve(c: Ctx, version_id: str, key: Path, comment: str, promote: bool, as_json: bool) -> None:
+    """Sign an approval of a version as MEMO_ACTOR (or the OS user); promotes when complete."""
+    _decide(c, version_id, key, "approve", comment, promote, as_json)
+
+
+@approvals_group.command("reject")
+@click.argument("version_id")
+@click.option("--key", "key", required=True, type=click.Path(path_type=Path), help="Your approver private key file.")
+@click.option("--comment", default="", help="Recorded with the signature.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def approvals_reject(c: Ctx, version_id: str, key: Path, comment: str, as_json: bool) -> None:
+    """Sign a rejection: the version can never serve."""
+    _decide(c, version_id, key, "reject", comment, False, as_json)
+
+
+@cli.command("rollback")
+@click.argument("version_id")
+@click.pass_obj
+def rollback_cmd(c: Ctx, version_id: str) -> None:
+    """Serve again a version that served before (its approvals are verified again)."""
+    from appliance.approvals.records import rollback
+
+    previous = rollback(c.vault(), version_id)
+    out.print(f"{version_id} is the serving memory again (was: {previous or 'none'})")
 
 
 # ---------------------------------------------------------------- demo

@@ -123,10 +123,17 @@ def forget_document(vault: Vault, doc_id: str, actor: str | None = None) -> dict
         destroyed = sorted(mine - still_used)
     for oid in destroyed:  # after the commit: a crash before this leaves orphans that `gc` removes
         vault.delete_object(oid)
-    from appliance.reflect.store import drop_documents  # reflections are derived content: they go too
+    from appliance.reflect.store import drop_documents, load_units, save_unit  # reflections are derived content: they go too
 
     units = drop_documents(vault, {doc_id})
+    pairs_dropped = 0
+    for unit in load_units(vault):  # pairs of other documents' units that cite it (supersessions, relations)
+        keep = [p for p in unit.pairs if doc_id not in p.doc_ids]
+        if len(keep) != len(unit.pairs):
+            pairs_dropped += len(unit.pairs) - len(keep)
+            save_unit(vault, unit.model_copy(update={"pairs": keep}))
     result = {"doc_id": doc_id, "versions": n_versions, "objects_destroyed": len(destroyed),
-              "objects_shared_kept": len(mine) - len(destroyed), "reflection_units_destroyed": units}
+              "objects_shared_kept": len(mine) - len(destroyed), "reflection_units_destroyed": units,
+              "reflection_pairs_destroyed": pairs_dropped}
     vault.audit.append(actor, "docs.forgotten", doc_id, **{k: v for k, v in result.items() if k != "doc_id"})
     return result

@@ -3,7 +3,7 @@
 The transformers model of the version is rebuilt from its adapters, its greedy answers on the
 memory's own probe questions are the reference, and each GGUF is stored only if llama.cpp agrees
 with that reference. Promotion requires a verified q8_0 (the served type); it switches the serving
-memory in one catalog transaction.
+memory in one catalog transaction, and only for a version the approval gate lets serve.
 """
 
 from __future__ import annotations
@@ -67,18 +67,26 @@ def export_version(
     return results
 
 
-def promote_version(vault: Vault, version_id: str, actor: str | None = None) -> None:
-    """Make a version the serving memory; refused unless its q8_0 export passed verification."""
+def promote_version(vault: Vault, version_id: str, actor: str | None = None, policy: Any = None) -> None:
+    """Make a version the serving memory; refused unless its served-type export passed verification,
+    and — once approvals apply (appliance.approvals.records) — unless approvers signed for it."""
+    from appliance.approvals.records import check_servable, forgotten_in
+
     actor = actor or current_actor()
     version = get_version(vault, version_id)
+    if version.status == "rejected":
+        raise MemoError(f"{version_id} was rejected and can never serve")
+    forgotten = forgotten_in(vault, version_id)
+    if forgotten:
+        raise MemoError(f"{version_id} was trained on forgotten document(s) {', '.join(forgotten)} and can never serve")
+    approval = check_servable(vault, version_id, policy, "be promoted")
     exported = version.metrics.get("export", {}).get(SERVE_TYPE)
     if not exported or "refused" in exported:
         raise MemoError(f"{version_id} has no verified {SERVE_TYPE} export: run `memo export {version_id}` first")
-    if version.status == "rejected":
-        raise MemoError(f"{version_id} was rejected and can never serve")
     set_status(vault, version_id, "promoted")
     vault.audit.append(actor, "memory.promote", version_id, gguf=gguf_name(version_id), sha256=exported["sha256"],
-                       answer_agreement=exported["answer_agreement"])
+                       answer_agreement=exported["answer_agreement"],
+                       approved_by=approval.approved_by if approval else None)
 
 
 def _median(values: Sequence[float]) -> float | None:

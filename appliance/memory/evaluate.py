@@ -60,12 +60,12 @@ def ask_memory(model: ChatModel, questions: list[str], max_tokens: int = 128) ->
 
 
 def evaluate(model: ChatModel, probes: list[Probe], progress: Callable[[int, int], None] | None = None,
-             batch: int = 8) -> EvalReport:
+             batch: int = 8, max_tokens: int = 128) -> EvalReport:
     started = time.monotonic()
     outcomes: list[ProbeOutcome] = []
     for i in range(0, len(probes), batch):
         part = probes[i : i + batch]
-        for p, (answer, sources) in zip(part, ask_memory(model, [p.question for p in part])):
+        for p, (answer, sources) in zip(part, ask_memory(model, [p.question for p in part], max_tokens)):
             contains, exact = score(answer, p.answer)
             outcomes.append(ProbeOutcome(p.question, p.answer, answer, sources, p.doc_ids, contains, exact,
                                          bool(set(sources) & set(p.doc_ids))))
@@ -83,3 +83,58 @@ def evaluate(model: ChatModel, probes: list[Probe], progress: Callable[[int, int
         source_accuracy=round(sum(o.source_correct for o in outcomes) / n, 4), per_document=per_doc,
         seconds=round(time.monotonic() - started, 2), outcomes=outcomes,
     )
+
+
+class TransformersChat:
+    """A memory model in transformers answering like the served one: same prompt, greedy.
+
+    Used to evaluate candidates before they are exported (and approved): their weights never
+    leave RAM. Prompts are left-padded and decoded in batches.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, identity: str) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self._identity = identity
+
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    def chat(self, messages, max_tokens: int = 256, temperature: float = 0.0, json_schema=None):  # noqa: ANN001, ANN201
+        return self.chat_many([messages], max_tokens, temperature, json_schema)[0]
+
+    def chat_many(self, conversations, max_tokens: int = 256, temperature: float = 0.0, json_schema=None):  # noqa: ANN001, ANN201
+        import torch
+
+        from appliance.errors import MemoError
+        from appliance.llm.base import ChatResult, GenerationStats
+
+        if json_schema is not None or temperature != 0.0:
+            raise MemoError("the transformers evaluator only decodes greedily, without a schema")
+        tok = self.tokenizer
+        prompts = [tok.apply_chat_template(list(c), add_generation_prompt=True, tokenize=True, return_dict=False)
+                   for c in conversations]
+        width = max(len(p) for p in prompts)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        dev = next(self.model.parameters()).device
+        ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=dev)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=dev)
+        stops = [tok.eos_token_id]
+        end = tok.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(end, int) and end >= 0 and end not in stops:
+            stops.append(end)
+        started = time.monotonic()
+        with torch.inference_mode():
+            y = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=False,
+                                    temperature=None, top_p=None, top_k=None, repetition_penalty=None,
+                                    eos_token_id=stops, pad_token_id=pad)
+        seconds = time.monotonic() - started
+        results = []
+        for row, p in zip(y[:, width:].tolist(), prompts):
+            cut = next((i for i, t in enumerate(row) if t in stops), None)
+            body = row if cut is None else row[:cut]
+            text = tok.decode(body, skip_special_tokens=True).strip()
+            results.append(ChatResult(text, "length" if cut is None else "stop",
+                                      GenerationStats(len(p), len(body), seconds), self._identity))
+        return results

@@ -15,7 +15,9 @@ def gguf_name(version_id: str, output_type: str = SERVE_TYPE) -> str:
 
 
 def open_memory(vault: Vault, version_id: str | None = None, output_type: str = SERVE_TYPE) -> ChatModel:
-    """Load a memory version's exported GGUF (default: the promoted one) for answering."""
+    """Load a memory version's exported GGUF (default: the promoted one) for answering; refused for a
+    rejected version, and for an unapproved one where approvals apply."""
+    from appliance.approvals.records import check_servable
     from appliance.llm.llamacpp import LlamaCppModel, LlamaCppOptions
     from appliance.llm.registry import ModelRegistry
 
@@ -26,6 +28,7 @@ def open_memory(vault: Vault, version_id: str | None = None, output_type: str = 
         version_id = current.id
     else:
         get_version(vault, version_id)
+    check_servable(vault, version_id)  # a rejected version never serves; once approvals apply, only approved ones
     name = gguf_name(version_id, output_type)
     registry = ModelRegistry(vault)
     try:

@@ -16,6 +16,7 @@ from appliance.errors import MemoError
 from appliance.vault.store import Vault
 
 STATUSES = ("trained", "candidate", "promoted", "rejected", "retired")
+ROOT_METHODS = ("full", "merge")  # weights relative to the base model, whatever the parent
 
 
 @dataclass
@@ -59,13 +60,17 @@ def promoted(vault: Vault) -> MemoryVersion | None:
 
 
 def chain(vault: Vault, version_id: str) -> list[MemoryVersion]:
-    """The version and its ancestors, oldest first (a full fine-tune resets the chain)."""
+    """The version and its ancestors, oldest first.
+
+    A full fine-tune and a merge reset the chain: their weights (a merged adapter) are relative
+    to the base model, not to their parent.
+    """
     out: list[MemoryVersion] = []
     current: str | None = version_id
     while current:
         v = get_version(vault, current)
         out.insert(0, v)
-        if v.method == "full":
+        if v.method in ROOT_METHODS:
             break
         current = v.parent
     return out

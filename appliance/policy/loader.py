@@ -16,9 +16,10 @@ from pydantic import ValidationError
 
 from appliance.config import Settings
 from appliance.errors import MemoError
-from appliance.policy.schema import DataKind, Endpoint, PolicyFile, Principal, Purpose, normalise_url
+from appliance.policy.schema import ApprovalRules, DataKind, Endpoint, PolicyFile, Principal, Purpose, normalise_url
 
 EXECUTIVES_FILE = "executives.yaml"
+APPROVERS_FILE = "approvers.yaml"
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Policy:
     principals: tuple[Principal, ...] = ()
     files: tuple[Path, ...] = ()
     origin: dict[str, Path] = field(default_factory=dict)  # "endpoint:<name>" / "principal:<name>" -> file
+    approval: ApprovalRules | None = None
 
     # -------------------------------------------------------------- lookups
     def endpoint(self, name: str) -> Endpoint:
@@ -44,6 +46,18 @@ class Policy:
 
     def roles(self, principal: str) -> set[str]:
         return {r for p in self.principals if p.name == principal for r in p.roles}
+
+    # -------------------------------------------------------------- approvals
+    @property
+    def approval_rules(self) -> ApprovalRules:
+        return self.approval or ApprovalRules()
+
+    def approvers(self) -> dict[str, str | None]:
+        """Principal name -> Ed25519 public key (None: not set), for every principal with the approver role."""
+        return {p.name: p.public_key for p in self.principals if "approver" in p.roles}
+
+    def approvers_file(self) -> Path:
+        return self.origin.get("approval", self.directory / APPROVERS_FILE)
 
     # -------------------------------------------------------------- the gate for external models
     def approve_external(
@@ -115,8 +129,13 @@ def load_policy(directory: Path | Settings) -> Policy:
     endpoints: list[Endpoint] = []
     principals: list[Principal] = []
     origin: dict[str, Path] = {}
+    approval: ApprovalRules | None = None
     for path in files:
         doc = _read(path)
+        if doc.approval is not None:
+            if approval is not None:
+                raise MemoError(f"{path}: approval rules are already defined in {origin['approval']}; keep one")
+            approval, origin["approval"] = doc.approval, path
         for kind, items, sink in (("endpoint", doc.endpoints, endpoints), ("principal", doc.principals, principals)):
             for item in items:
                 key = f"{kind}:{item.name}"
@@ -124,4 +143,4 @@ def load_policy(directory: Path | Settings) -> Policy:
                     raise MemoError(f"{path}: {kind} {item.name!r} is already defined in {origin[key]}; keep one")
                 origin[key] = path
                 sink.append(item)  # type: ignore[arg-type]
-    return Policy(directory, tuple(endpoints), tuple(principals), tuple(files), origin)
+    return Policy(directory, tuple(endpoints), tuple(principals), tuple(files), origin, approval)

@@ -1,7 +1,7 @@
 """The shape of policy files (``policies/*.yaml``), validated strictly.
 
 Unknown keys are errors, not ignored: a misspelt ``purposes`` must not silently approve nothing
-(or, worse, something). Later policies (approvals, retention, ...) add fields here.
+(or, worse, something). Later policies add fields here; ``approval`` holds the rules for promoting a memory.
 """
 
 from __future__ import annotations
@@ -93,11 +93,37 @@ class Endpoint(_Strict):
         return self.kind != "llamacpp"
 
 
+_PUBLIC_KEY = re.compile(r"^ed25519:[A-Za-z0-9+/]{43}=$")
+
+
 class Principal(_Strict):
-    """A person or service account and what it may do."""
+    """A person or service account and what it may do. An ``approver`` signs approvals with the
+    Ed25519 key whose public half is ``public_key`` (``memo approvals keygen`` prints it); an
+    approver without one cannot sign anything."""
 
     name: str = Field(min_length=1, max_length=128)
     roles: list[Role] = Field(min_length=1)
+    public_key: str | None = None
+
+    @field_validator("public_key")
+    @classmethod
+    def _key(cls, v: str | None) -> str | None:
+        if v is not None and not _PUBLIC_KEY.match(v.strip()):
+            raise ValueError("public_key must be 'ed25519:' and 44 base64 characters, as `memo approvals keygen` prints it")
+        return v.strip() if v else v
+
+
+class ApprovalRules(_Strict):
+    """What a candidate memory needs before it may serve.
+
+    ``approvals_required``: distinct approvers who must sign (1 or 2); ``min_retention``: the
+    least share of the serving memory's answered probes the candidate must still answer;
+    ``min_superseded``: the least accuracy on "value in force now" questions of changed policies.
+    """
+
+    approvals_required: int = Field(default=1, ge=1, le=2)
+    min_retention: float | None = Field(default=None, ge=0.0, le=1.0)
+    min_superseded: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 class PolicyFile(_Strict):
@@ -106,3 +132,4 @@ class PolicyFile(_Strict):
     version: Literal[1] = 1
     endpoints: list[Endpoint] = Field(default_factory=list)
     principals: list[Principal] = Field(default_factory=list)
+    approval: ApprovalRules | None = None
