@@ -873,9 +873,9 @@ def approvals_show(c: Ctx, version_id: str, outcomes: bool, as_json: bool) -> No
     if version.metrics.get("candidate_eval"):
         _print_candidate_report(version_id, version.metrics["candidate_eval"])
         if outcomes:
-            for name, outs in version.metrics["candidate_eval"].get("outcomes", {}).items():
+            for name, outs in version.metrics.get("candidate_eval_outcomes", {}).items():
                 for o in outs:
-                    out.print(f"{'[green]✓[/]' if o['ok'] else '[red]✗[/]'} [{name}] {escape(o['question'])}  gold: {escape(o['gold'])}\n    → {escape(o['answer'][:140])}")
+                    out.print(f"{'[green]✓[/]' if o['ok'] else '[red]✗[/]'} {escape(f'[{name}]')} {escape(o['question'])}  gold: {escape(o['gold'])}\n    → {escape(o['answer'][:140])}")
     if version.metrics.get("forget_report"):
         _print_forget_report(version.metrics["forget_report"])
     if not version.metrics.get("candidate_eval") and not version.metrics.get("forget_report"):

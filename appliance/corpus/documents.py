@@ -132,8 +132,10 @@ def forget_document(vault: Vault, doc_id: str, actor: str | None = None) -> dict
         if len(keep) != len(unit.pairs):
             pairs_dropped += len(unit.pairs) - len(keep)
             save_unit(vault, unit.model_copy(update={"pairs": keep}))
+    from appliance.memory.update import scrub_outcomes  # evaluation reports quote probe questions and answers
+
     result = {"doc_id": doc_id, "versions": n_versions, "objects_destroyed": len(destroyed),
               "objects_shared_kept": len(mine) - len(destroyed), "reflection_units_destroyed": units,
-              "reflection_pairs_destroyed": pairs_dropped}
+              "reflection_pairs_destroyed": pairs_dropped, "evaluation_probes_destroyed": scrub_outcomes(vault, doc_id)}
     vault.audit.append(actor, "docs.forgotten", doc_id, **{k: v for k, v in result.items() if k != "doc_id"})
     return result

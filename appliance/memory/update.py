@@ -173,7 +173,9 @@ class _Active:
 
 
 def _store_report(vault: Vault, candidate_id: str, report: dict[str, Any], actor: str) -> None:
-    update_metrics(vault, candidate_id, candidate_eval=report)
+    """The report (what approvers sign) and, apart, the probe texts (scrubbed when a document is forgotten)."""
+    outcomes = report.pop("outcomes", {})
+    update_metrics(vault, candidate_id, candidate_eval=report, candidate_eval_outcomes=outcomes)
     vault.audit.append(actor, "memory.evaluate", candidate_id, reference=report.get("reference"), probes=report["probes"],
                        retention=report["retention"], acquisition=report["acquisition"], superseded=report["superseded"])
 
@@ -315,6 +317,29 @@ def run_update(vault: Vault, method: str = DEFAULT_UPDATE_METHOD, density: float
 
 
 # ---------------------------------------------------------------------------------- forgetting
+def scrub_outcomes(vault: Vault, doc_id: str) -> int:
+    """Drop a forgotten document's probe texts from every stored evaluation; returns how many.
+
+    Only the texts go: the signed reports hold numbers and document ids, so approvals stay valid.
+    """
+    import json
+
+    dropped = 0
+    with vault.transaction() as db:
+        for r in db.execute("SELECT id, metrics FROM memory_versions").fetchall():
+            metrics = json.loads(r["metrics"])
+            outcomes = metrics.get("candidate_eval_outcomes")
+            if not outcomes:
+                continue
+            kept = {k: [o for o in v if doc_id not in o.get("doc_ids", [])] for k, v in outcomes.items()}
+            n = sum(map(len, outcomes.values())) - sum(map(len, kept.values()))
+            if n:
+                dropped += n
+                metrics["candidate_eval_outcomes"] = kept
+                db.execute("UPDATE memory_versions SET metrics=? WHERE id=?", (json.dumps(metrics), r["id"]))
+    return dropped
+
+
 def _answered(chat: Any, probes: list) -> list[bool]:
     from appliance.memory.candidate_eval import _outcomes
 

@@ -34,7 +34,8 @@ def test_approval_flow_from_the_command_line(cli_env: dict[str, str], tmp_path: 
 
     report = compare(Scripted("cand", {"Who runs Alpha?": "Ann.", "What is the per diem now?": "52 EUR."}),
                      Scripted("serving", {"Who runs Alpha?": "Ann."}), probe_sets(PAIRS, {D_NEW}))
-    update_metrics(vault, v.id, candidate_eval=report)
+    outcomes = report.pop("outcomes")
+    update_metrics(vault, v.id, candidate_eval=report, candidate_eval_outcomes=outcomes)
 
     one_line_error(memo(env, "update"), "no memory is promoted yet")
     r = memo(env, "approvals", "list", "--json")
@@ -53,6 +54,7 @@ def test_approval_flow_from_the_command_line(cli_env: dict[str, str], tmp_path: 
     r = memo(env, "approvals", "show", v.id, "--outcomes")
     assert r.returncode == 0, r.stderr
     assert "retention 100%" in r.stdout and "superseded values 0% → 100%" in r.stdout and D_NEW in r.stdout
+    assert "[old] Who runs Alpha?" in r.stdout
     assert "approve by alice" in r.stdout and "valid" in r.stdout and "ready to serve" in r.stdout
     r = memo(env, "approvals", "list", "--all")
     assert r.returncode == 0 and v.id in r.stdout and "alice" in r.stdout

@@ -94,6 +94,30 @@ def test_candidate_report_retention_acquisition_superseded() -> None:
     assert first["retention"] is None and first["reference"] is None
 
 
+def test_forgetting_scrubs_probe_texts_but_not_signed_reports(vault: Vault, tmp_path: Path) -> None:
+    from appliance.approvals.records import evaluation_report, report_digest as signed_digest
+    from appliance.corpus.documents import forget_document
+    from appliance.memory.update import _store_report
+
+    ids = _docs(vault, tmp_path / "s", {"a.md": "# A\n\nAlpha is led by Ann.\n", "b.md": "# B\n\nBeta sits in Bree.\n"})
+    pairs = [_pair("1", "paraphrase", "Who runs Alpha?", "Ann", [ids["a.md"]]),
+             _pair("2", "paraphrase", "Where is Beta?", "Bree", [ids["b.md"]])]
+    report = compare(Scripted("c", {"Who runs Alpha?": "Ann."}), None, probe_sets(pairs, set()))
+    v = create_version(vault, None, "base", "lora", "t", {})
+    _store_report(vault, v.id, report, "t")
+    before = signed_digest(evaluation_report(get_version(vault, v.id)))
+    assert result_count(vault, v.id) == 2
+    assert forget_document(vault, ids["a.md"])["evaluation_probes_destroyed"] == 1
+    after = get_version(vault, v.id)
+    assert [o["question"] for o in after.metrics["candidate_eval_outcomes"]["old"]] == ["Where is Beta?"]
+    assert "Who runs Alpha" not in str(after.metrics)
+    assert signed_digest(evaluation_report(after)) == before  # approvals of that version stay valid
+
+
+def result_count(vault: Vault, version_id: str) -> int:
+    return sum(map(len, get_version(vault, version_id).metrics["candidate_eval_outcomes"].values()))
+
+
 def test_update_needs_a_promoted_memory_and_something_new(vault: Vault) -> None:
     with pytest.raises(MemoError, match="no memory is promoted"):
         run_update(vault, generator=None)
