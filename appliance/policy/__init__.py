@@ -1,19 +1,58 @@
-"""Policies: who may do what, and which models (local or external) the appliance may use."""
+"""Policies: who may do what, which models (local or external) the appliance may use, when the
+daemon runs its jobs, and how long old data is kept."""
 
-from appliance.policy.loader import APPROVERS_FILE, EXECUTIVES_FILE, Policy, load_policy
-from appliance.policy.schema import ApprovalRules, DataKind, Endpoint, PolicyFile, Principal, Purpose, Role, normalise_url
+from appliance.policy.loader import (
+    ACCESS_FILE,
+    APPROVERS_FILE,
+    EXECUTIVES_FILE,
+    RETENTION_FILE,
+    SCHEDULES_FILE,
+    Policy,
+    load_policy,
+    policy_files,
+    problems,
+)
+from appliance.policy.schema import (
+    PERMISSIONS,
+    Access,
+    Action,
+    ApprovalRules,
+    DataKind,
+    Endpoint,
+    Job,
+    PolicyFile,
+    Principal,
+    Purpose,
+    Retention,
+    Role,
+    Schedules,
+    normalise_url,
+    parse_duration,
+)
 
 __all__ = [
+    "ACCESS_FILE",
     "APPROVERS_FILE",
+    "Access",
+    "Action",
     "ApprovalRules",
     "EXECUTIVES_FILE",
     "DataKind",
     "Endpoint",
+    "Job",
+    "PERMISSIONS",
     "Policy",
     "PolicyFile",
     "Principal",
     "Purpose",
+    "RETENTION_FILE",
+    "Retention",
     "Role",
+    "SCHEDULES_FILE",
+    "Schedules",
     "load_policy",
     "normalise_url",
+    "parse_duration",
+    "policy_files",
+    "problems",
 ]

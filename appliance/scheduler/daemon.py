@@ -1,0 +1,319 @@
+"""``memo daemon``: APScheduler (3.x) running the policy's jobs, with a persistent SQLite job store.
+
+The :class:`Runner` executes one job run, for the daemon and for ``memo jobs run``: it re-reads
+the policies first (a change is audited and takes effect at once, no restart), checks the actor's
+role, records the run, takes the training lock for training tasks, and audits ``job.start`` /
+``job.finish`` / ``job.failed`` / ``job.skipped``.
+
+The :class:`Daemon` keeps APScheduler's jobs in step with ``schedules.yaml`` (polled every few
+seconds), applies pauses made from other shells, re-runs at start-up every run a dead process left
+``running`` (training resumes from its checkpoint), and audits missed runs. Missed runs follow
+the job's ``coalesce`` and ``misfire_grace`` (APScheduler's own semantics). Training jobs go to
+a one-thread executor; the cross-process training lock covers other shells.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from appliance.config import current_actor
+from appliance.errors import MemoError
+from appliance.policy import Job, Policy, load_policy, problems
+from appliance.policy.audit import note_invalid, note_policy
+from appliance.scheduler.lock import TrainingBusy, TrainingLock
+from appliance.scheduler.runs import RunStore, scheduler_dir
+from appliance.scheduler.tasks import TASKS, TRAINING_TASKS, TaskContext
+from appliance.vault.store import Vault
+
+POLL_S = 2.0
+_DAEMON: "Daemon | None" = None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, MemoError) else f"{type(exc).__name__}: {text}"[:500]
+
+
+class Runner:
+    def __init__(self, vault: Vault, actor: str | None = None, log: Callable[[str], None] | None = None) -> None:
+        self.vault = vault
+        self.runs = RunStore(vault.home)
+        self.lock = TrainingLock(scheduler_dir(vault.home))
+        self._actor = actor  # None: the policy's schedules.actor (the daemon)
+        self.log = log or (lambda _m: None)
+        self._lock_guard = threading.Lock()
+
+    # ------------------------------------------------------------------ policy
+    def policy(self) -> Policy:
+        """The policy set now in force (re-read every time), audited when it changed."""
+        actor = self._actor or current_actor()
+        try:
+            policy = load_policy(self.vault.settings)
+        except MemoError as exc:
+            if note_invalid(self.vault, str(exc), actor):
+                self.log(f"policy invalid: {exc}")
+            raise
+        if note_policy(self.vault, policy, self._actor or (policy.schedules.actor if policy.schedules else actor)):
+            self.log(f"policy set {policy.digest[:12]} in force ({', '.join(sorted(policy.file_digests))})")
+        return policy
+
+    @staticmethod
+    def job_spec(policy: Policy, name: str) -> Job:
+        if policy.schedules is None:
+            raise MemoError(f"no schedules section in {policy.directory}; add schedules.yaml (see the shipped one)")
+        for job in policy.schedules.jobs:
+            if job.name == name:
+                return job
+        names = ", ".join(j.name for j in policy.schedules.jobs) or "none"
+        raise MemoError(f"no job named {name!r} in {policy.origin.get('schedules')} (jobs: {names})")
+
+    # ------------------------------------------------------------------ one run
+    def run(self, name: str, trigger: str = "scheduled", resumes: int | None = None) -> dict[str, Any]:
+        policy = self.policy()
+        job = self.job_spec(policy, name)
+        actor = self._actor or policy.schedules.actor  # type: ignore[union-attr]
+        found = problems(policy)
+        if found:
+            raise MemoError(f"policy problem, no job runs until it is fixed: {found[0]}")
+        policy.require(actor, "operate")
+        if trigger == "scheduled" and name in self.runs.paused():
+            return {"status": "paused"}
+        run_id = self.runs.start(name, job.task, trigger, actor, resumes)
+        began: dict[str, Any] = {}
+        audit = self.vault.audit
+
+        def begin(**details: Any) -> None:
+            if not began:
+                began.update(details)
+                audit.append(actor, "job.start", name, run=run_id, task=job.task, trigger=trigger, resumes=resumes,
+                             policy=policy.digest, **details)
+                self.log(f"{name}: started (run {run_id}, {trigger})")
+
+        ctx = TaskContext(self.vault, policy, actor, begin, lambda text: self.runs.progress(run_id, text))
+        locked = False
+        try:
+            if job.task in TRAINING_TASKS:
+                with self._lock_guard:  # one thread of this process at a time asks for the lock
+                    self.lock.acquire(f"{name} run {run_id}")
+                locked = True
+            summary = TASKS[job.task](ctx)
+        except TrainingBusy as exc:
+            self.runs.finish(run_id, "skipped", error=str(exc))
+            audit.append(actor, "job.skipped", name, run=run_id, reason=str(exc))
+            self.log(f"{name}: skipped ({exc})")
+            return {"run": run_id, "status": "skipped", "reason": str(exc)}
+        except BaseException as exc:
+            line = _one_line(exc)
+            self.runs.finish(run_id, "failed", error=line)
+            audit.append(actor, "job.failed", name, run=run_id, task=job.task, error=line)
+            self.log(f"{name}: failed: {line}")
+            raise
+        finally:
+            if locked:
+                self.lock.release()
+        status = "succeeded" if summary.get("did") else "idle"
+        self.runs.finish(run_id, status, summary)
+        if began or summary.get("did"):
+            audit.append(actor, "job.finish", name, run=run_id, task=job.task,
+                         **{k: v for k, v in summary.items() if k in ("candidate", "documents", "files", "added", "new_version",
+                                                                       "pairs", "memory_versions_pruned",
+                                                                       "reflection_units_deleted", "audit_archive")})
+            self.log(f"{name}: {status} (run {run_id})")
+        return {"run": run_id, "status": status, **summary}
+
+
+# ---------------------------------------------------------------------- the scheduler
+def scheduled(name: str, trigger: str = "scheduled", resumes: int | None = None, sig: str | None = None) -> None:
+    """APScheduler's entry point (a textual reference in the job store, so jobs survive restarts)."""
+    daemon = _DAEMON
+    if daemon is None:  # a job store opened by some other process: never run there
+        return
+    try:
+        daemon.runner.run(name, trigger, resumes)
+    except Exception:  # recorded and audited by the runner; the scheduler carries on
+        pass
+
+
+def _signature(job: Job) -> str:
+    return json.dumps(job.model_dump(exclude={"name", "enabled"}), sort_keys=True)
+
+
+class Daemon:
+    def __init__(self, vault: Vault, log: Callable[[str], None] | None = None) -> None:
+        self.vault = vault
+        self.log = log or (lambda m: print(m, flush=True))
+        self.runner = Runner(vault, log=self.log)
+        self.runs = self.runner.runs
+        self.stop = threading.Event()
+        self._digest: str | None = None
+        self._paused: set[str] = set()
+        self._fd: int | None = None
+        self.scheduler: Any = None
+
+    # ------------------------------------------------------------------ singleton
+    def _claim(self) -> None:
+        path = scheduler_dir(self.vault.home) / "daemon.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            pid = path.read_text().strip() or "?"
+            raise MemoError(f"a memo daemon already runs for {self.vault.home} (pid {pid}); stop it first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    # ------------------------------------------------------------------ jobs from policy
+    def _build(self) -> Any:
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        import logging
+
+        # APScheduler warns on every tick a long training makes it skip (max_instances=1) and on
+        # missed runs; the first is expected, the second is audited by _missed: errors only
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)
+        scheduler = BackgroundScheduler(
+            jobstores={"default": SQLAlchemyJobStore(url=self.runs.url)},
+            executors={"default": ThreadPoolExecutor(1), "training": ThreadPoolExecutor(1)},
+            job_defaults={"max_instances": 1},
+            timezone="UTC",
+        )
+        from apscheduler.events import EVENT_JOB_MISSED
+
+        scheduler.add_listener(self._missed, EVENT_JOB_MISSED)
+        return scheduler
+
+    def _missed(self, event: Any) -> None:
+        name = event.job_id
+        try:
+            actor = self.runner.policy().schedules.actor  # type: ignore[union-attr]
+        except MemoError:
+            actor = current_actor()
+        self.runs.record(name, "?", "missed", actor, error=f"run due at {event.scheduled_run_time} was missed")
+        self.vault.audit.append(actor, "job.missed", name, due=str(event.scheduled_run_time))
+        self.log(f"{name}: missed the run due at {event.scheduled_run_time}")
+
+    def _trigger(self, job: Job) -> Any:
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        if job.cron:
+            return CronTrigger.from_crontab(job.cron, timezone=_local_tz())
+        return IntervalTrigger(seconds=job.every, jitter=job.jitter or None, timezone="UTC")
+
+    def sync(self, force: bool = False) -> None:
+        """Make the job store match ``schedules.yaml``; unchanged jobs keep their next run time."""
+        try:
+            policy = self.runner.policy()
+        except MemoError:
+            return  # audited by the runner; the jobs stay as they were and every run refuses
+        if policy.digest == self._digest and not force:
+            return
+        self._digest = policy.digest
+        wanted = {j.name: j for j in (policy.schedules.jobs if policy.schedules else []) if j.enabled}
+        for existing in self.scheduler.get_jobs():
+            if existing.id not in wanted and not existing.id.startswith("resume-"):
+                existing.remove()
+                self.log(f"{existing.id}: removed (no longer in the policy)")
+        for name, job in wanted.items():
+            sig = _signature(job)
+            existing = self.scheduler.get_job(name)
+            if existing is not None and existing.kwargs.get("sig") == sig:
+                continue
+            self.scheduler.add_job(scheduled, self._trigger(job), args=[name], kwargs={"sig": sig}, id=name, name=name,
+                                   replace_existing=True, coalesce=job.coalesce, misfire_grace_time=job.misfire_grace,
+                                   max_instances=1, executor="training" if job.task in TRAINING_TASKS else "default")
+            self.log(f"{name}: scheduled ({job.task}, {'every ' + str(job.every) + 's' if job.every else 'cron ' + str(job.cron)})")
+        self._paused = set()
+        self.apply_pauses()
+
+    def apply_pauses(self) -> None:
+        paused = self.runs.paused()
+        for name in paused - self._paused:
+            if self.scheduler.get_job(name):
+                self.scheduler.pause_job(name)
+                self.log(f"{name}: paused")
+        for name in self._paused - paused:
+            if self.scheduler.get_job(name):
+                self.scheduler.resume_job(name)
+                self.log(f"{name}: resumed")
+        self._paused = paused
+
+    def resume_interrupted(self) -> list[dict[str, Any]]:
+        """Runs a dead process left ``running``: audited, and run again now (training resumes from its checkpoint)."""
+        dead = self.runs.interrupted()
+        actor = current_actor()
+        try:
+            policy = self.runner.policy()
+            actor = policy.schedules.actor if policy.schedules else actor
+        except MemoError:
+            pass
+        for r in dead:
+            self.vault.audit.append(actor, "job.interrupted", r["job"], run=r["id"], pid=r["pid"], started_at=r["started_at"],
+                                    progress=r["progress"])
+            self.log(f"{r['job']}: run {r['id']} was interrupted (pid {r['pid']} gone); running it again")
+            executor = "training" if r["task"] in TRAINING_TASKS else "default"
+            self.scheduler.add_job(scheduled, "date", run_date=datetime.now(timezone.utc), args=[r["job"]],
+                                   kwargs={"trigger": "resume", "resumes": r["id"]}, id=f"resume-{r['id']}",
+                                   replace_existing=True, misfire_grace_time=None, executor=executor)
+        if dead:  # the re-runs go first: regular runs due now (missed while down) wait a moment behind them
+            later = datetime.now(timezone.utc) + timedelta(seconds=2)
+            for job in self.scheduler.get_jobs():
+                if not job.id.startswith("resume-") and job.next_run_time is not None and job.next_run_time < later:
+                    job.modify(next_run_time=later)
+        return dead
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, exit_after: float | None = None) -> None:
+        global _DAEMON
+        os.umask(0o077)
+        self._claim()
+        _DAEMON = self
+        from appliance.memory.train import device
+
+        self.scheduler = self._build()
+        self.scheduler.start(paused=True)
+        self.vault.audit.append(current_actor(), "daemon.start", None, pid=os.getpid(), device=device())
+        self.log(f"memo daemon: pid {os.getpid()}, home {self.vault.home}, training on {device()}")
+        self.sync(force=True)
+        self.resume_interrupted()
+        self.scheduler.resume()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop.set())
+        started = time.monotonic()
+        try:
+            while not self.stop.wait(POLL_S):
+                self.sync()
+                self.apply_pauses()
+                if exit_after is not None and time.monotonic() - started >= exit_after:
+                    break
+        finally:
+            running = [r["job"] for r in self.runs.running() if r["pid"] == os.getpid()]
+            self.scheduler.shutdown(wait=False)
+            self.vault.audit.append(current_actor(), "daemon.stop", None, pid=os.getpid(), running=running)
+            self.log(f"memo daemon: stopped{' (interrupted: ' + ', '.join(running) + '; resumed at next start)' if running else ''}")
+            _DAEMON = None
+            sys.stdout.flush()
+            if running:
+                os._exit(0)  # a training thread cannot be stopped from outside; its checkpoint resumes it
+
+
+def _local_tz() -> Any:
+    try:
+        from tzlocal import get_localzone
+
+        return get_localzone()
+    except Exception:
+        return "UTC"
