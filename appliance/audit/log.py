@@ -276,5 +276,39 @@ class AuditLog:
             payload = json.loads(envelope.open_sealed(self._data_key, ct, f"audit:{seq}", f"audit entry {seq}"))
             yield AuditEntry(seq=seq, hash=rec["hash"], **payload)
 
+    def entries_lenient(self) -> Iterator[AuditEntry]:
+        """Like :meth:`entries`, but an entry that cannot be parsed or decrypted comes back as an
+        ``(unreadable)`` placeholder instead of ending the walk, so a reviewer of a tampered log
+        still sees every other entry around the broken one (the console's audit table)."""
+        if self._data_key is None:
+            raise MemoError("reading audit entries needs the vault unlocked")
+        for lineno, line in self._lines():
+            seq = lineno
+            try:
+                rec = json.loads(line)
+                seq = int(rec["seq"])
+                ct = base64.b64decode(rec["ct"], validate=True)
+                payload = json.loads(envelope.open_sealed(self._data_key, ct, f"audit:{seq}", f"audit entry {seq}"))
+                yield AuditEntry(seq=seq, hash=rec["hash"], **payload)
+            except (ValueError, KeyError, TypeError, IntegrityError) as exc:
+                yield AuditEntry(seq=seq, ts="", actor="?", action="(unreadable)", details={"line": lineno, "problem": str(exc)})
+
     def count(self) -> int:
         return sum(1 for _ in self._lines())
+
+
+def matches(entry: AuditEntry, actor: str | None = None, action: str | None = None, target: str | None = None,
+            since: str | None = None, until: str | None = None) -> bool:
+    """The filters of ``memo audit show/export``: exact actor and target, an action or its prefix
+    (``ingest`` matches ``ingest.file``), ISO time bounds compared as text (so ``2026-01-31`` works)."""
+    if actor and entry.actor != actor:
+        return False
+    if action and not (entry.action == action or entry.action.startswith(action.rstrip("*").rstrip(".") + ".")):
+        return False
+    if target and entry.target != target:
+        return False
+    if since and entry.ts < since:
+        return False
+    if until and entry.ts > until:
+        return False
+    return True
