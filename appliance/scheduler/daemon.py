@@ -177,14 +177,12 @@ class Daemon:
     def _build(self) -> Any:
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-        from apscheduler.schedulers.background import BackgroundScheduler
-
         import logging
 
         # APScheduler warns on every tick a long training makes it skip (max_instances=1) and on
         # missed runs; the first is expected, the second is audited by _missed: errors only
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
-        scheduler = BackgroundScheduler(
+        scheduler = _Scheduler(
             jobstores={"default": SQLAlchemyJobStore(url=self.runs.url)},
             executors={"default": ThreadPoolExecutor(1), "training": ThreadPoolExecutor(1)},
             job_defaults={"max_instances": 1},
@@ -196,12 +194,14 @@ class Daemon:
         return scheduler
 
     def _missed(self, event: Any) -> None:
-        name = event.job_id
+        name, task = event.job_id, "?"
         try:
-            actor = self.runner.policy().schedules.actor  # type: ignore[union-attr]
+            policy = self.runner.policy()
+            actor = policy.schedules.actor  # type: ignore[union-attr]
+            task = self.runner.job_spec(policy, name).task
         except MemoError:
             actor = current_actor()
-        self.runs.record(name, "?", "missed", actor, error=f"run due at {event.scheduled_run_time} was missed")
+        self.runs.record(name, task, "missed", actor, error=f"run due at {event.scheduled_run_time} was missed")
         self.vault.audit.append(actor, "job.missed", name, due=str(event.scheduled_run_time))
         self.log(f"{name}: missed the run due at {event.scheduled_run_time}")
 
@@ -308,6 +308,25 @@ class Daemon:
             sys.stdout.flush()
             if running:
                 os._exit(0)  # a training thread cannot be stopped from outside; its checkpoint resumes it
+
+
+def _scheduler_class() -> type:
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.schedulers.base import STATE_STOPPED
+
+    class Scheduler(BackgroundScheduler):
+        def _process_jobs(self):  # noqa: ANN202
+            # APScheduler 3 wakes its thread once more after shutdown() and would hand due runs to
+            # executors already shut down, advancing their next run time: those runs would be lost
+            if self.state == STATE_STOPPED:
+                return None
+            return super()._process_jobs()
+
+    return Scheduler
+
+
+def _Scheduler(**kwargs: Any) -> Any:  # noqa: N802
+    return _scheduler_class()(**kwargs)
 
 
 def _local_tz() -> Any:

@@ -177,17 +177,20 @@ def update(ctx: TaskContext) -> dict[str, Any]:
     if current is None:
         return {"did": False, "reason": "no memory serves yet: the retrain job trains the first one"}
     waiting = _pending_for(vault, current.id)
+    resumed = []
     for cand in waiting:  # a run killed between building and evaluating a candidate: finish it
         if "candidate_eval" not in cand.metrics and cand.lineage.get("update_of") == current.id:
             ctx.begin(resume="evaluate", candidate=cand.id)
             evaluate_candidate(vault, cand.id, current.id, actor=ctx.actor, progress=ctx.progress)
+            resumed.append(cand.id)
     covered = {d for v in waiting for d in v.lineage.get("update_documents", v.lineage.get("documents_considered", []))}
     changed = [d for d in changed_documents(vault, current.id) if d not in covered]
     if documents_needing_reflection(vault).keys() & set(changed):
-        return {"did": bool(waiting), "reason": "waiting for the reflect job", "documents": changed}
+        return {"did": bool(resumed), "evaluated": resumed, "reason": "waiting for the reflect job", "documents": changed}
     docs, without = _with_pairs(vault, changed)
     if not docs:
-        return {"did": bool(waiting), "reason": "no new documents with reflections", "no_reflections": without}
+        return {"did": bool(resumed), "evaluated": resumed, "reason": "no new documents with reflections",
+                "no_reflections": without}
     method = ctx.schedules.update_method
     ctx.begin(documents=docs, method=method, serving=current.id, device=device())
     result = run_update(vault, method, doc_ids=set(docs), params=train_params(ctx), generator=None, actor=ctx.actor,

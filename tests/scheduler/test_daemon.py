@@ -123,59 +123,68 @@ def test_inbox_document_becomes_a_candidate_in_the_approval_queue(tmp_path: Path
 KILL_TRIALS = 5
 
 
-@pytest.mark.slow
-def test_killed_training_resumes_after_restart(tmp_path: Path, tiny_gguf: Path) -> None:
+def _kill_trial(tmp_path: Path, tiny_gguf: Path, trial: int, kill_at: int) -> bool:
+    """One trial: SIGKILL the daemon once training has passed ``kill_at`` steps, restart, check the
+    job finished from where it was. Returns whether it resumed from a checkpoint."""
     from appliance.approvals.records import pending
 
+    home, inbox = tmp_path / f"home{trial}", tmp_path / f"inbox{trial}"
+    vault = _vault(home, tiny_gguf)
+    facts = [(f"What is the code of item {i} in batch {trial}?", f"K{trial}{i:02d}") for i in range(12)]
+    save_unit(vault, _unit("doc-0000000batch", facts, f"t{trial}"))
+    policies = write_policies(tmp_path / f"pol{trial}", inbox, "    - {name: retrain, task: retrain, every: 1s}\n",
+                              "{epochs: 5, batch_size: 2, max_length: 128, rank: 4, checkpoint_every: 3, base_model: tiny}")
+    total = 5 * 6
+    log = tmp_path / f"daemon{trial}.log"
+    proc = start_daemon(home, policies, log)
+    runs = RunStore(home)
+
+    def step() -> int:
+        for r in runs.running():
+            if r["job"] == "retrain" and r["progress"] and r["progress"].startswith("step "):
+                return int(r["progress"].split()[1].split("/")[0])
+        return 0
+
+    try:
+        wait_for(lambda: step() >= kill_at, 300, f"step {kill_at} (trial {trial})", proc, log, every=0.1)
+        proc.send_signal(signal.SIGKILL)
+        seen = step()  # progress is written about once a second: the daemon may have been a little further
+        proc.wait()
+    finally:
+        stop(proc, signal.SIGKILL)
+    killed = [r for r in runs.history("retrain") if r["status"] == "running"]
+    assert len(killed) == 1 and not pending(vault)  # died mid-training, nothing produced
+    proc = start_daemon(home, policies, log)
+    try:
+        cand = wait_for(lambda: [v for v in pending(vault) if v.status == "candidate"], 300,
+                        f"the resumed training (trial {trial})", proc, log, every=0.5)
+    finally:
+        stop(proc)
+    assert len(cand) == 1 and cand[0].metrics["steps"] == total and cand[0].metrics["train_loss_last"] > 0
+    hist = {r["id"]: r for r in runs.history("retrain", 100)}
+    assert hist[killed[0]["id"]]["status"] == "interrupted"
+    again = [r for r in hist.values() if r["resumes"] == killed[0]["id"]]
+    assert len(again) == 1 and again[0]["status"] == "succeeded" and again[0]["summary"]["candidate"] == cand[0].id
+    acts = [(e.action, e.target) for e in vault.audit.entries()]
+    assert ("job.interrupted", "retrain") in acts
+    assert sum(a == "memory.train.finish" for a, _ in acts) == 1  # trained once, not twice
+    assert vault.audit.verify().ok
+    resume = next((e for e in vault.audit.entries() if e.action == "memory.train.resume"), None)
+    if resume is None:
+        assert seen <= 3  # only a kill before the first checkpoint starts over
+        return False
+    assert 3 <= resume.details["step"] < total and resume.details["step"] % 3 == 0
+    assert resume.details["step"] >= seen - 3  # from the last checkpoint before the kill
+    return True
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_after_restart(tmp_path: Path, tiny_gguf: Path) -> None:
+    """5 trials, two at a time (each daemon start spends most of its time loading the model)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     rng = random.Random(7)
-    resumed_from_checkpoint = 0
-    for trial in range(KILL_TRIALS):
-        home, inbox = tmp_path / f"home{trial}", tmp_path / f"inbox{trial}"
-        vault = _vault(home, tiny_gguf)
-        facts = [(f"What is the code of item {i} in batch {trial}?", f"K{trial}{i:02d}") for i in range(12)]
-        save_unit(vault, _unit("doc-0000000batch", facts, f"t{trial}"))
-        policies = write_policies(tmp_path / f"pol{trial}", inbox, "    - {name: retrain, task: retrain, every: 1s}\n",
-                                  "{epochs: 5, batch_size: 2, max_length: 128, rank: 4, checkpoint_every: 3, base_model: tiny}")
-        total = 5 * 6
-        kill_at = rng.randint(2, total - 4)
-        log = tmp_path / f"daemon{trial}.log"
-        proc = start_daemon(home, policies, log)
-        runs = RunStore(home)
-
-        def step() -> int:
-            for r in runs.running():
-                if r["job"] == "retrain" and r["progress"] and r["progress"].startswith("step "):
-                    return int(r["progress"].split()[1].split("/")[0])
-            return 0
-
-        try:
-            wait_for(lambda: step() >= kill_at, 300, f"step {kill_at} (trial {trial})", proc, log, every=0.1)
-            proc.send_signal(signal.SIGKILL)
-            seen = step()  # progress is written about once a second: the daemon may have been a little further
-            proc.wait()
-        finally:
-            stop(proc, signal.SIGKILL)
-        killed = [r for r in runs.history("retrain") if r["status"] == "running"]
-        assert len(killed) == 1 and not pending(vault)  # died mid-training, nothing produced
-        proc = start_daemon(home, policies, log)
-        try:
-            cand = wait_for(lambda: [v for v in pending(vault) if v.status == "candidate"], 300, f"the resumed training (trial {trial})", proc, log, every=0.5)
-        finally:
-            stop(proc)
-        assert len(cand) == 1 and cand[0].metrics["steps"] == total and cand[0].metrics["train_loss_last"] > 0
-        hist = {r["id"]: r for r in runs.history("retrain", 100)}
-        assert hist[killed[0]["id"]]["status"] == "interrupted"
-        again = [r for r in hist.values() if r["resumes"] == killed[0]["id"]]
-        assert len(again) == 1 and again[0]["status"] == "succeeded" and again[0]["summary"]["candidate"] == cand[0].id
-        acts = [(e.action, e.target) for e in vault.audit.entries()]
-        assert ("job.interrupted", "retrain") in acts
-        assert sum(a == "memory.train.finish" for a, _ in acts) == 1  # trained once, not twice
-        if any(a == "memory.train.resume" for a, _ in acts):
-            resumed_from_checkpoint += 1
-            resume = next(e for e in vault.audit.entries() if e.action == "memory.train.resume")
-            assert 3 <= resume.details["step"] < total and resume.details["step"] % 3 == 0
-            assert resume.details["step"] >= seen - 3  # from the last checkpoint before the kill
-        else:
-            assert seen <= 3  # only a kill before the first checkpoint starts over
-        assert vault.audit.verify().ok
-    assert resumed_from_checkpoint >= KILL_TRIALS - 2
+    points = [rng.randint(2, 30 - 4) for _ in range(KILL_TRIALS)]
+    with ThreadPoolExecutor(2) as pool:
+        resumed = list(pool.map(lambda t: _kill_trial(tmp_path, tiny_gguf, t, points[t]), range(KILL_TRIALS)))
+    assert len(resumed) == KILL_TRIALS and sum(resumed) >= KILL_TRIALS - 2, (points, resumed)

@@ -269,3 +269,46 @@ def test_cli_jobs_list_run_pause_history(sched_env, cli_env: dict[str, str]) -> 
     assert denied.returncode == 1 and "'rita' may not operate" in denied.stderr and len(denied.stderr.strip().splitlines()) == 1
     assert memo("jobs", "resume", "reflect").returncode == 0
     assert memo("daemon", actor="rita").returncode == 1
+
+
+def test_missed_runs_follow_coalesce_and_misfire_grace(sched_env) -> None:  # noqa: ANN001
+    import appliance.scheduler.daemon as dmod
+
+    vault, inbox, home = sched_env["vault"], sched_env["inbox"], sched_env["home"]
+    write_policies(sched_env["policies"], inbox,
+                   "    - {name: ingest, task: ingest, every: 1h, coalesce: true, misfire_grace: null}\n"
+                   "    - {name: late, task: ingest, every: 1h, misfire_grace: 5s}\n")
+    d = Daemon(vault, log=lambda _m: None)
+    d.scheduler = d._build()
+    d.scheduler.start(paused=True)
+    d.sync(force=True)
+    three_hours_ago = datetime.now(timezone.utc) - timedelta(hours=3, minutes=1)
+    for name in ("ingest", "late"):  # the appliance was off for three hours: three slots of each missed
+        d.scheduler.modify_job(name, next_run_time=three_hours_ago)
+    d.scheduler.shutdown(wait=False)
+    d = Daemon(vault, log=lambda _m: None)
+    d.scheduler = d._build()
+    dmod._DAEMON = d
+    try:
+        d.scheduler.start()
+        d.sync(force=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(RunStore(home).history(limit=10)) < 2:
+            time.sleep(0.1)
+        time.sleep(0.5)
+    finally:
+        d.scheduler.shutdown(wait=True)
+        dmod._DAEMON = None
+    hist = RunStore(home).history(limit=10)
+    assert sorted((h["job"], h["status"]) for h in hist) == [("ingest", "idle"), ("late", "missed")]  # coalesced: once
+    assert [e.target for e in vault.audit.entries() if e.action == "job.missed"] == ["late"]
+    assert RunStore(home).next_run_times()["late"] > time.time()
+
+
+def test_one_daemon_per_home(sched_env) -> None:  # noqa: ANN001
+    vault = sched_env["vault"]
+    (sched_env["home"] / "scheduler").mkdir(exist_ok=True)
+    first = Daemon(vault, log=lambda _m: None)
+    first._claim()
+    with pytest.raises(MemoError, match=f"a memo daemon already runs for .* \\(pid {os.getpid()}\\)"):
+        Daemon(vault, log=lambda _m: None)._claim()
