@@ -90,6 +90,7 @@ def ingest_inbox(ctx: TaskContext) -> dict[str, Any]:
     if not files:
         return {"did": False}
     ctx.begin(files=len(files), inbox=str(inbox))
+    files = [p for p in files if p.exists()]  # another process may have taken one meanwhile
     report = ingest(ctx.vault, files, actor=ctx.actor)
     rejected = 0
     for o in report.outcomes:
@@ -192,6 +193,10 @@ def update(ctx: TaskContext) -> dict[str, Any]:
         return {"did": bool(resumed), "evaluated": resumed, "reason": "no new documents with reflections",
                 "no_reflections": without}
     method = ctx.schedules.update_method
+    from appliance.memory.versions import chain
+
+    if method != "retrain" and any(v.method == "full" for v in chain(vault, current.id)):
+        method = "retrain"  # a full fine-tune has no task vector to merge into or train from: retrain instead
     ctx.begin(documents=docs, method=method, serving=current.id, device=device())
     result = run_update(vault, method, doc_ids=set(docs), params=train_params(ctx), generator=None, actor=ctx.actor,
                         progress=_train_progress(ctx), message=ctx.progress)
