@@ -40,6 +40,12 @@ def _load(vault: Any, show_all: bool) -> list[dict[str, Any]]:
     return [{"version": x, "state": state(vault, x.id), "records": records(vault, x.id)} for x in versions]
 
 
+def _probes(counts: Any) -> str:
+    if isinstance(counts, dict):
+        return ", ".join(f"{n} {k}" for k, n in counts.items())
+    return "-" if counts is None else str(counts)
+
+
 def report_lines(version: Any) -> list[str]:
     """The evaluation report in words (the CLI's `_print_candidate_report` / forget report)."""
     lines = [f"{version.id}: {version.status}, {version.method}, parent {version.parent or '-'}, "
@@ -57,7 +63,7 @@ def report_lines(version: Any) -> list[str]:
         lines.append(f"vs serving {r.get('reference') or '(none)'}: retention {pct(r.get('retention'))} "
                      f"(old accuracy {pct(old.get('reference'))} → {pct(old.get('candidate'))}), "
                      f"acquisition {pct(r.get('acquisition'))}, superseded values {pct(sup.get('reference'))} → "
-                     f"{pct(sup.get('candidate'))}; probes {r.get('probes', '-')}")
+                     f"{pct(sup.get('candidate'))}; probes: {_probes(r.get('probes'))}")
     f = version.metrics.get("forget_report")
     if f:
         lines.append(f"forgets {f['doc_id']}: its probes answered {pct(f['forgotten_answered_before'])} → "
@@ -125,6 +131,7 @@ class ApprovalsTab(QWidget):
         split.addWidget(left)
         split.addWidget(right)
         split.setStretchFactor(1, 3)
+        split.setSizes([380, 1000])
         QVBoxLayout(self).addWidget(split)
 
         self.show_all.toggled.connect(self.refresh)

@@ -23,7 +23,6 @@ from gui.workers import Progress
 class Snapshot:
     status: dict[str, Any]
     documents: int
-    superseded: int
     duplicates: int
     versions: list[dict[str, Any]]
     serving: str | None
@@ -65,7 +64,6 @@ def take_snapshot(state: ConsoleState) -> Snapshot:
     snap = Snapshot(
         status=v.status().to_dict(),
         documents=len(docs),
-        superseded=sum(1 for d in docs if d.version > 1),
         duplicates=sum(1 for d in docs if d.duplicate_label),
         versions=[{"id": x.id, "status": x.status, "method": x.method, "created": x.created_at,
                    "probe": x.metrics.get("eval", {}).get("contains"),

@@ -240,3 +240,21 @@ def test_unlock_dialog_refuses_a_wrong_passphrase_and_opens_with_the_right_one(q
         d.unlock()
     assert d.vault is not None and d.vault.keyring.vault_id == vault.keyring.vault_id
     assert d.passphrase.text() == ""  # not kept in the widget
+
+
+def test_jobs_show_the_live_progress_of_a_run_in_another_process(qtbot, make_window, vault) -> None:  # noqa: ANN001
+    """A daemon's run, as the shared job store records it, shows with its progress on the next poll."""
+    from appliance.scheduler.runs import RunStore
+
+    runs = RunStore(vault.home)
+    run_id = runs.start("retention", "retention", "scheduled", "memo-daemon")
+    runs.progress(run_id, "pruning memory versions 2/5")
+    w = make_window(actor="root")
+    tab = w.jobs
+    qtbot.waitUntil(lambda: tab.live.text().startswith("running: retention"), timeout=10000)  # the 1 s poll
+    assert "pruning memory versions 2/5" in tab.live.text()
+    row = [r["name"] for r in tab.rows].index("retention")
+    assert tab.jobs.item(row, 3).text() == "running" and tab.jobs.item(row, 6).text() == "pruning memory versions 2/5"
+    runs.finish(run_id, "succeeded", {"did": True})
+    qtbot.waitUntil(lambda: tab.live.text() == "no job running", timeout=10000)
+    assert tab.history[0]["status"] == "succeeded"
