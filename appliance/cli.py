@@ -1065,12 +1065,236 @@ def serve(c: Ctx, host: str, port: int, endpoint: str, memory_version: str | Non
     err.print("stopped")
 
 
+# ---------------------------------------------------------------- policy, daemon, jobs
+@cli.group("policy")
+def policy_group() -> None:
+    """Policy files (policies/*.yaml): check them, show what is in force."""
+
+
+@policy_group.command("check")
+@click.option("--record", is_flag=True, help="Also unlock the vault and audit the policy set if it changed (policy.changed).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def policy_check(c: Ctx, record: bool, as_json: bool) -> None:
+    """Validate every policy file and the rules that span files; exit 1 naming FILE:LINE: FIELD on a problem."""
+    from appliance.policy import load_policy, problems
+
+    settings = c.settings
+    policy = load_policy(settings)  # a schema error raises: one line, file:line: field
+    found = problems(policy)
+    if record and not found:
+        from appliance.config import current_actor
+        from appliance.policy.audit import note_policy
+
+        note_policy(c.vault(), policy, current_actor())
+    if as_json:
+        emit_json({"ok": not found, "directory": str(policy.directory), "digest": policy.digest,
+                   "files": policy.file_digests, "problems": found})
+    else:
+        for line in found:
+            err.print(f"error: {escape(line)}")
+        if not found:
+            jobs = [j.name for j in policy.schedules.jobs if j.enabled] if policy.schedules else []
+            out.print(f"ok: {len(policy.files)} file(s) in {policy.directory}, digest {policy.digest[:16]}; roles "
+                      f"{'enforced' if policy.enforced else 'not enforced (open mode)'}; "
+                      f"{len(policy.endpoints)} endpoint(s), {len(policy.principals)} principal(s), jobs: {', '.join(jobs) or 'none'}")
+    if found:
+        sys.exit(1)
+
+
+@policy_group.command("show")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def policy_show(c: Ctx, as_json: bool) -> None:
+    """The merged policy in force: files and digests, principals, endpoints, approval gates, schedules, retention."""
+    from appliance.policy import PERMISSIONS, load_policy
+
+    p = load_policy(c.settings)
+    data = {
+        "directory": str(p.directory), "digest": p.digest, "files": p.file_digests,
+        "access": {"enforce": p.enforced},
+        "principals": [{**pr.model_dump(), "may": sorted({a for r in pr.roles for a in PERMISSIONS[r]}),
+                        "file": str(p.origin.get(f"principal:{pr.name}"))} for pr in p.principals],
+        "endpoints": [{**ep.model_dump(exclude={"description"}), "file": str(p.file_of(ep))} for ep in p.endpoints],
+        "approval": p.approval_rules.model_dump(),
+        "schedules": p.schedules.model_dump() if p.schedules else None,
+        "retention": p.retention.model_dump(),
+    }
+    if as_json:
+        emit_json(data)
+        return
+    out.print(f"[bold]policies[/] {p.directory}  digest {p.digest[:16]}")
+    for name, digest in sorted(p.file_digests.items()):
+        out.print(f"  {name}  sha256 {digest[:16]}")
+    out.print(f"[bold]roles[/] {'enforced' if p.enforced else 'not enforced (open mode)'}")
+    for pr in data["principals"]:
+        out.print(f"  {pr['name']}: {', '.join(pr['roles'])} → may {', '.join(pr['may'])}")
+    out.print("[bold]endpoints[/]")
+    for ep in p.endpoints:
+        where = ep.url or "local"
+        leaves = f"; may receive {', '.join(ep.data_allowed_to_leave)}" if ep.external else ""
+        out.print(f"  {ep.name}: {ep.kind} {ep.model} at {where} for {', '.join(ep.purposes)}{leaves}")
+    rules = p.approval_rules
+    out.print(f"[bold]merge gates[/] {rules.approvals_required} approval(s) from {len(p.approvers())} approver(s); "
+              f"min retention {rules.min_retention}; min superseded {rules.min_superseded}")
+    if p.schedules:
+        s = p.schedules
+        out.print(f"[bold]schedules[/] inbox {s.inbox} (after ingest: {s.after_ingest}), actor {s.actor}, generator {s.generator}, "
+                  f"update {s.update_method}")
+        for j in s.jobs:
+            when = f"every {j.every}s" if j.every else f"cron '{j.cron}'"
+            out.print(f"  {j.name}: {j.task} {when}{'' if j.enabled else ' (disabled)'}; coalesce {j.coalesce}, "
+                      f"misfire grace {j.misfire_grace}s")
+    r = p.retention
+    out.print(f"[bold]retention[/] memory: keep {r.memory_versions.keep_retired} retired, weights deleted after "
+              f"{r.memory_versions.delete_after // 86400}d; reflections: stale after {r.reflections.stale_after // 86400}d; "
+              f"audit: kept {r.audit.keep}, archived every {r.audit.archive_every}s to {r.audit.archive_dir}")
+
+
+def _require(c: Ctx, *actions: str):  # noqa: ANN202
+    """The policy in force, refusing unless the acting principal may do one of ``actions``."""
+    from appliance.config import current_actor
+    from appliance.policy import load_policy
+    from appliance.vault.store import Vault
+
+    if not Vault.exists(c.settings):
+        raise MemoError(f"no appliance at {c.settings.home}; create it with `memo init` (or set MEMO_HOME)")
+
+    policy = load_policy(c.settings)
+    actor = current_actor()
+    if not any(policy.may(actor, a) for a in actions):
+        policy.require(actor, actions[0])
+    return policy, actor
+
+
+@cli.command("daemon")
+@click.option("--exit-after", type=float, help="Stop after this many seconds (tests, maintenance windows).")
+@click.pass_obj
+def daemon_cmd(c: Ctx, exit_after: float | None) -> None:
+    """Run the scheduled jobs of policies/schedules.yaml until SIGTERM (systemd: packaging/systemd/memo-daemon.service)."""
+    from appliance.scheduler.daemon import Daemon
+
+    _require(c, "operate")
+    Daemon(c.vault(), log=lambda m: err.print(escape(m))).run(exit_after)
+
+
+@cli.group("jobs")
+def jobs_group() -> None:
+    """Scheduled jobs: list, run now, pause, resume, history."""
+
+
+@jobs_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def jobs_list(c: Ctx, as_json: bool) -> None:
+    """Jobs of the policy with their schedule, state, next and last run (no unlock needed)."""
+    from datetime import datetime, timezone
+
+    from appliance.scheduler.runs import RunStore
+
+    policy, _ = _require(c, "operate", "audit")
+    runs = RunStore(c.settings.home)
+    paused, nxt = runs.paused(), runs.next_run_times()
+    running = {r["job"]: r for r in runs.running()}
+    rows = []
+    for j in policy.schedules.jobs if policy.schedules else []:
+        last = runs.last(j.name)
+        when = nxt.get(j.name)
+        rows.append({"name": j.name, "task": j.task, "schedule": f"every {j.every}s" if j.every else f"cron {j.cron}",
+                     "state": "disabled" if not j.enabled else "paused" if j.name in paused else
+                     "running" if j.name in running else "scheduled",
+                     "next_run": datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="seconds") if when else None,
+                     "progress": running[j.name]["progress"] if j.name in running else None,
+                     "last": {k: last[k] for k in ("id", "status", "started_at", "finished_at", "error")} if last else None})
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("job", "task", "schedule", "state", "next run", "last run")
+    for r in rows:
+        last = r["last"]
+        table.add_row(r["name"], r["task"], r["schedule"], r["state"] + (f" ({r['progress']})" if r["progress"] else ""),
+                      r["next_run"] or "-", f"{last['status']} {last['started_at'][:19]}" if last else "-")
+    out.print(table)
+
+
+@jobs_group.command("run")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def jobs_run(c: Ctx, name: str, as_json: bool) -> None:
+    """Run a job now in this shell (a training waits for no one: refused while another one runs)."""
+    from appliance.scheduler.daemon import Runner
+
+    _, actor = _require(c, "operate")
+    result = Runner(c.vault(), actor=actor, log=lambda m: err.print(escape(m))).run(name, "manual")
+    if as_json:
+        emit_json(result)
+    else:
+        out.print(f"{name}: {result['status']}" + (f" — {result['reason']}" if result.get("reason") else "")
+                  + (f"; candidate {result['candidate']} is in the approval queue" if result.get("candidate") else ""))
+    if result["status"] == "skipped":
+        sys.exit(1)
+
+
+def _set_paused(c: Ctx, name: str, paused: bool) -> None:
+    from appliance.scheduler.daemon import Runner
+    from appliance.scheduler.runs import RunStore
+
+    policy, actor = _require(c, "operate")
+    Runner.job_spec(policy, name)  # a job of the policy, or one line naming the file
+    v = c.vault()
+    from appliance.policy.audit import note_policy
+
+    note_policy(v, policy, actor)
+    RunStore(c.settings.home).set_paused(name, paused, actor)
+    v.audit.append(actor, "job.pause" if paused else "job.resume", name)
+    out.print(f"{name}: {'paused (a running daemon applies it within seconds)' if paused else 'resumed'}")
+
+
+@jobs_group.command("pause")
+@click.argument("name")
+@click.pass_obj
+def jobs_pause(c: Ctx, name: str) -> None:
+    """Stop scheduling a job (a run in progress finishes); survives restarts."""
+    _set_paused(c, name, True)
+
+
+@jobs_group.command("resume")
+@click.argument("name")
+@click.pass_obj
+def jobs_resume(c: Ctx, name: str) -> None:
+    """Schedule a paused job again."""
+    _set_paused(c, name, False)
+
+
+@jobs_group.command("history")
+@click.option("--job", "job", help="Only this job.")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def jobs_history(c: Ctx, job: str | None, limit: int, as_json: bool) -> None:
+    """Past runs: trigger (scheduled, manual, resume), status, times, one-line error."""
+    from appliance.scheduler.runs import RunStore
+
+    _require(c, "operate", "audit")
+    rows = RunStore(c.settings.home).history(job, limit)
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("run", "job", "trigger", "status", "started", "finished", "detail")
+    for r in rows:
+        detail = r["error"] or (f"candidate {r['summary']['candidate']}" if r["summary"].get("candidate") else r["summary"].get("reason", ""))
+        table.add_row(str(r["id"]), r["job"], r["trigger"] + (f" of {r['resumes']}" if r["resumes"] else ""), r["status"],
+                      r["started_at"][:19], (r["finished_at"] or "-")[:19], escape(str(detail or "")))
+    out.print(table)
+
+
 # ---------------------------------------------------------------- bench
 @cli.command("bench")
 @click.option("--corpus", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True, help="Folder of documents.")
 @click.option("--questions", "questions_file", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
               help='JSONL: {"id", "question", "answers": [...], "kind": "single|multi|current"} per line.')
-@click.option("--systems", default="memo,bm25,dense", show_default=True, help="Comma-separated: memo, bm25, dense.")
+@click.option("--systems", default="memo,bm25,dense", show_default=True, help="Comma-separated: memo, bm25, dense; also memory (the memory model alone, a diagnostic).")
 @click.option("--work", type=click.Path(path_type=Path), default=Path(".memo-bench"), show_default=True,
               help="Work dir in the demo layout (home/ vault + demo.key); a demo dir can be reused. Never your MEMO_HOME.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("bench/results/qa"), show_default=True,
@@ -1078,9 +1302,10 @@ def serve(c: Ctx, host: str, port: int, endpoint: str, memory_version: str | Non
 @click.option("--limit", type=int, help="Only the first N questions.")
 @click.option("--executive", "endpoint", default="local", show_default=True, help="Policy endpoint of the executive model (all systems).")
 @click.option("--top-k", type=int, default=4, show_default=True, help="Passages the RAG baselines give the executive.")
+@click.option("--reuse-memory", is_flag=True, help="Answer with the work vault's promoted memory as it is (no reflection/training).")
 @click.option("--json", "as_json", is_flag=True)
 def bench(corpus: Path, questions_file: Path, systems: str, work: Path, out_dir: Path, limit: int | None, endpoint: str,
-          top_k: int, as_json: bool) -> None:
+          top_k: int, reuse_memory: bool, as_json: bool) -> None:
     """Run the pipeline on a corpus and compare memo with BM25 / dense RAG on a questions file (resumable)."""
     from appliance.bench.harness import parse_systems, run_bench
 
@@ -1090,11 +1315,22 @@ def bench(corpus: Path, questions_file: Path, systems: str, work: Path, out_dir:
         mark = "✓" if row["correct"] else "✗"
         log.print(f"  {system} {done}/{total} {row['id']} {mark} {row['latency_s']:.1f} s  " + escape(row["prediction"][:100].replace("\n", " ")))
 
-    run = run_bench(corpus, questions_file, parse_systems(systems), work, out_dir, limit, endpoint, top_k, console=log, progress=tick)
+    run = run_bench(corpus, questions_file, parse_systems(systems), work, out_dir, limit, endpoint, top_k, console=log, progress=tick,
+                    reuse_memory=reuse_memory)
     if as_json:
         return emit_json(run.results)
     out.print(run.table)
     out.print(f"predictions: {run.predictions_path}\nresults: {run.results_path}")
+
+
+@cli.command("gui")
+@click.pass_obj
+def gui_cmd(c: Ctx) -> None:
+    """Open the desktop console (PySide6); unlocks with --key-file / MEMO_PASSPHRASE / MEMO_KEY_FILE, else asks."""
+    from gui.app import main as gui_main
+
+    secret = c.secret(allow_prompt=False)
+    sys.exit(gui_main(c.settings.home, secret.key_file, secret.passphrase))
 
 
 def main() -> None:
