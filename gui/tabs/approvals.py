@@ -83,7 +83,7 @@ class ApprovalsTab(QWidget):
         self.items: list[dict[str, Any]] = []
 
         self.show_all = QCheckBox("all versions (not only those waiting)")
-        self.versions = make_table(["version", "status", "method", "retention", "acquisition", "approvals"], stretch=0)
+        self.versions = make_table(["version", "status", "method", "retention", "acquisition", "approvals"])
         self.summary = QLabel("select a version")
         self.summary.setWordWrap(True)
         self.chart = BarChart("accuracy per document: serving vs candidate")
@@ -131,7 +131,7 @@ class ApprovalsTab(QWidget):
         split.addWidget(left)
         split.addWidget(right)
         split.setStretchFactor(1, 3)
-        split.setSizes([380, 1000])
+        split.setSizes([470, 890])
         QVBoxLayout(self).addWidget(split)
 
         self.show_all.toggled.connect(self.refresh)
@@ -165,8 +165,7 @@ class ApprovalsTab(QWidget):
             self.select(selected)
         elif items:
             self.versions.selectRow(0)
-        else:
-            self.show_selected()
+        self.show_selected()  # the same row stays selected (no selection signal) but its details changed
 
     def selected(self) -> dict[str, Any] | None:
         row = self.versions.currentRow()

@@ -16,7 +16,6 @@ from PySide6.QtWidgets import QFormLayout, QGridLayout, QGroupBox, QLabel, QPush
 from gui.state import ConsoleState
 from gui.tabs import fill_table, make_table, pct
 from gui.tabs.jobs import job_rows
-from gui.workers import Progress
 
 
 @dataclass

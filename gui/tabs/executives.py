@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBox
 from appliance.errors import MemoError
 from gui.state import ConsoleState
 from gui.tabs import fill_table, make_table
-from gui.workers import BusyBar, Progress
+from gui.workers import BusyBar
 
 
 def approved_executives(settings: Any) -> tuple[list[Any], Any]:

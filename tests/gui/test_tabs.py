@@ -120,6 +120,8 @@ def test_approvals_sign_approve_reject_and_roll_back(qtbot, make_window, vault, 
     parse_public_key(keys["alice"][1]).verify(base64.b64decode(rec.signature), rec.message.encode())
     assert get_version(vault, v1.id).status == "promoted" and promoted(vault).id == v1.id
 
+    tab.show_all.setChecked(True)  # decided versions leave the pending list; keep them in view
+    wait_idle(qtbot, w)
     tab.select(v2.id)
     tab.reject_button.click()
     wait_idle(qtbot, w)
@@ -127,6 +129,9 @@ def test_approvals_sign_approve_reject_and_roll_back(qtbot, make_window, vault, 
     [rec2] = records(vault, v2.id)
     assert rec2.valid and rec2.decision == "reject"
     assert get_version(vault, v2.id).status == "rejected" and not state(vault, v2.id).satisfied
+    wait_idle(qtbot, w)  # the list reloads: the selected version's details follow
+    assert tab.selected_id() == v2.id and tab.summary.text().startswith(f"{v2.id}: rejected")
+    assert [tab.records.item(0, c).text() for c in (0, 1, 3)] == ["reject", "alice", "valid"]
     acts = _actions(vault)
     assert {"approval.approve", "approval.reject", "memory.promote"} <= set(acts)
     assert picked == [keys["bob"][0], keys["alice"][0], keys["alice"][0]]
