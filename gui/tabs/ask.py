@@ -11,6 +11,7 @@ policy endpoint chosen in the Executives tab with the promoted memory; tests pas
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from PySide6.QtWidgets import (
@@ -38,6 +39,8 @@ class AskTab(QWidget):
         super().__init__(parent)
         self.state = state
         self._executives: dict[tuple[str, str | None, int], Any] = {}
+        # a model answers one call at a time: a cancelled answer still generating holds this lock
+        self._models_busy = threading.Lock()
         self.last_trace: Any = None
         self.titles: dict[str, str] = {}
 
@@ -108,16 +111,25 @@ class AskTab(QWidget):
         key = (state.endpoint, version, self.hops.value())
         cache = self._executives
 
+        busy = self._models_busy
+
         def work(p: Progress) -> tuple[Any, dict[str, str]]:
-            executive = cache.get(key)
-            if executive is None:
-                p.say(f"opening executive {key[0]} and memory {version or 'serving'}…")
-                executive = state.executive_factory(state.vault, key[0], version, ExecutiveParams(max_hops=key[2]))
-                cache[key] = executive
-            p.check()
-            p.say("answering: the executive is asking the memory…")
-            trace = ask(state.vault, executive, question, state.actor, channel="gui")
-            return trace, source_titles(state.vault, trace.sources)
+            if not busy.acquire(blocking=False):
+                p.say("waiting for the cancelled answer's generation to finish…")
+                busy.acquire()
+            try:
+                p.check()
+                executive = cache.get(key)
+                if executive is None:
+                    p.say(f"opening executive {key[0]} and memory {version or 'serving'}…")
+                    executive = state.executive_factory(state.vault, key[0], version, ExecutiveParams(max_hops=key[2]))
+                    cache[key] = executive
+                p.check()
+                p.say("answering: the executive is asking the memory…")
+                trace = ask(state.vault, executive, question, state.actor, channel="gui")
+                return trace, source_titles(state.vault, trace.sources)
+            finally:
+                busy.release()
 
         self.ask_button.setEnabled(False)
         self.error.setText("")
