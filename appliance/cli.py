@@ -915,7 +915,8 @@ def _decide(c: Ctx, version_id: str, key: Path, decision: str, comment: str, pro
         promoted_now = promote_fn(v, version_id)
     if as_json:
         return emit_json({"record": rec.to_dict(), "state": st.to_dict(), "promoted": promoted_now is not None})
-    out.print(f"{decision}d {version_id} as {rec.principal} (signature recorded and audited); "
+    past = "approved" if decision == "approve" else "rejected"
+    out.print(f"{past} {version_id} as {rec.principal} (signature recorded and audited); "
               f"{len(st.approved_by)} of {st.required} approval(s)")
     if promoted_now is not None:
         out.print(f"{version_id} is now the serving memory")
