@@ -1290,6 +1290,46 @@ def jobs_history(c: Ctx, job: str | None, limit: int, as_json: bool) -> None:
     out.print(table)
 
 
+# ---------------------------------------------------------------- doctor
+_DOCTOR_STYLE = {"OK": "green", "WARN": "yellow", "FAIL": "red", "SKIP": "dim"}
+
+
+@cli.command("doctor")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--deep", is_flag=True, help="Re-hash the files of every installed package, not only memo's and the models' (slower).")
+@click.option("--skip-llama", is_flag=True, help="Do not load the bundled model with llama.cpp.")
+@click.pass_obj
+def doctor_cmd(c: Ctx, as_json: bool, deep: bool, skip_llama: bool) -> None:
+    """Self-test this installation offline (versions, files, model, llama.cpp, GPU, vault, permissions, policies, disk); exit 1 on a FAIL.
+
+    Without MEMO_PASSPHRASE / --key-file the checks that need the vault unlocked are skipped.
+    """
+    from appliance.doctor import DoctorOptions, run_doctor
+
+    opts = DoctorOptions(c.settings, c.secret(allow_prompt=False), deep=deep, skip_llama=skip_llama)
+    if err.is_terminal:
+        with err.status("checking") as spinner:
+            report = run_doctor(opts, lambda name: spinner.update(f"checking {name}"))
+    else:
+        report = run_doctor(opts)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        table = Table("check", "status", "detail")
+        for check in report.checks:
+            detail = escape(check.detail)
+            if check.hint:
+                detail += f"\n[bold]fix:[/] {escape(check.hint)}" if check.status in ("WARN", "FAIL") else f"\n[dim]{escape(check.hint)}[/]"
+            style = _DOCTOR_STYLE[check.status]
+            table.add_row(check.name, f"[{style}]{check.status}[/]", detail)
+        out.print(table)
+        counts = {s: sum(1 for ch in report.checks if ch.status == s) for s in _DOCTOR_STYLE}
+        out.print(", ".join(f"{n} {s}" for s, n in counts.items() if n)
+                  + (f"; recorded in the audit log (entry {report.audit_seq})" if report.audit_seq else ""))
+    if not report.ok:
+        sys.exit(1)
+
+
 # ---------------------------------------------------------------- bench
 @cli.command("bench")
 @click.option("--corpus", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True, help="Folder of documents.")

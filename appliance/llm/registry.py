@@ -266,6 +266,10 @@ class ModelRegistry:
             )
         return records[name]
 
+    def recorded(self, name: str) -> ModelInfo | None:
+        """The record of ``name`` as stored, registering nothing (read-only checks such as ``memo doctor``)."""
+        return self._load().get(name)
+
     def _current_path(self, info: ModelInfo) -> Path:
         """Where the weights are now; the bundled package may have moved with its venv."""
         if info.source == "bundled":
