@@ -53,6 +53,35 @@ def parse_wheel(path: Path) -> Wheel:
     return Wheel(path, normalise(m["name"]), m["version"])
 
 
+def requires_python(path: Path) -> str:
+    """The wheel's Requires-Python (empty when it has none)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        meta = next((n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")), None)
+        if meta is None:
+            raise BundleError(f"{path}: no METADATA inside; not a valid wheel, rebuild the bundle")
+        for line in zf.read(meta).decode("utf-8", "replace").splitlines():
+            if not line.strip():
+                break  # headers end at the first blank line
+            if line.lower().startswith("requires-python:"):
+                return line.split(":", 1)[1].strip()
+    return ""
+
+
+def python_too_old(spec: str, version: str) -> str | None:
+    """The ``>=``/``>`` clause of ``spec`` that ``version`` fails, if any (pip checks the rest itself)."""
+    def as_tuple(v: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in re.findall(r"\d+", v)[:3])
+
+    have = as_tuple(version)
+    for clause in spec.split(","):
+        m = re.match(r"^\s*(>=|>)\s*([0-9][0-9.]*)\s*$", clause)
+        if m and not (have >= as_tuple(m[2]) if m[1] == ">=" else have > as_tuple(m[2])):
+            return clause.strip()
+    return None
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

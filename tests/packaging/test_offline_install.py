@@ -188,6 +188,18 @@ def test_offline_install_doctor_demo_and_uninstall(wheelhouse: tuple[Path, str],
     report = json.loads(doctor.stdout)
     statuses = {c["name"]: c["status"] for c in report["checks"]}
     assert report["ok"] and "FAIL" not in statuses.values(), statuses
+    assert statuses["vault"] == "SKIP" and statuses["llama.cpp load"] == "OK"
+
+    # the first-time steps the installer prints (as the service user; here: this user)
+    assert "next: create the vault key and the vault" in done.stdout
+    key = paths["config"] / "credentials" / "vault.key"
+    assert run([str(memo), "vault", "keygen", str(key)], env=memo_env, cwd=tmp_path).returncode == 0
+    init = run([str(memo), "--key-file", str(key), "init", "--no-passphrase"], env=memo_env, cwd=tmp_path)
+    assert init.returncode == 0, init.stderr
+    doctor = run([str(memo), "doctor", "--json", "--skip-llama"], env={**memo_env, "MEMO_KEY_FILE": str(key)}, cwd=tmp_path)
+    report = json.loads(doctor.stdout)
+    statuses = {c["name"]: c["status"] for c in report["checks"]}
+    assert doctor.returncode == 0 and statuses["vault"] == "OK" and statuses["vault contents"] == "OK", doctor.stdout
 
     # an edited policy survives a re-install, which is idempotent and fast
     edited = paths["config"] / "policies" / "retention.yaml"
