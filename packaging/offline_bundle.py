@@ -72,7 +72,8 @@ def requires_python(path: Path) -> str:
 def python_too_old(spec: str, version: str) -> str | None:
     """The ``>=``/``>`` clause of ``spec`` that ``version`` fails, if any (pip checks the rest itself)."""
     def as_tuple(v: str) -> tuple[int, ...]:
-        return tuple(int(p) for p in re.findall(r"\d+", v)[:3])
+        parts = [int(p) for p in re.findall(r"\d+", v)[:3]]
+        return tuple(parts + [0] * (3 - len(parts)))  # PEP 440: 3.11 == 3.11.0
 
     have = as_tuple(version)
     for clause in spec.split(","):

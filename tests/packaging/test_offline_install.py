@@ -100,6 +100,36 @@ def test_installer_names_a_folder_that_is_not_a_bundle(tmp_path: Path) -> None:
     assert "manifest.json: missing; this is not a memo bundle" in done.stderr
 
 
+def current_target() -> dict[str, str]:
+    import sysconfig
+
+    return {"python_tag": f"cp{sys.version_info[0]}{sys.version_info[1]}", "platform": sysconfig.get_platform()}
+
+
+@pytest.mark.parametrize("meta, expected", [
+    ({"python_tag": "cp39"}, "this bundle is for Python cp39"),
+    ({"platform": "win-amd64"}, "this bundle is for platform win-amd64"),
+    ({"requires_python": {"alpha-1.0-py3-none-any.whl": ">=3.8, >=9.1"}}, "alpha-1.0-py3-none-any.whl needs Python >=9.1"),
+])
+def test_installer_refuses_a_bundle_for_another_python_or_platform(tmp_path: Path, meta: dict, expected: str) -> None:
+    root, _ = small_bundle(tmp_path)
+    digest = write_manifest(root, {"name": "memo-test", **current_target(), **meta})
+    done = run([sys.executable, str(root / INSTALL), "--manifest-sha256", digest, "--prefix", str(tmp_path / "opt"),
+                "--data-dir", str(tmp_path / "data"), "--no-systemd"])
+    assert done.returncode == 1 and expected in done.stderr.strip().splitlines()[-1], done.stderr
+    assert not (tmp_path / "opt").exists()
+
+
+def test_python_version_clauses() -> None:
+    from offline_bundle import python_too_old
+
+    assert python_too_old(">=3.11.5", "3.11.2") == ">=3.11.5"
+    assert python_too_old(">=3.9, <4", "3.11.2") is None
+    assert python_too_old(">3.11", "3.11.0") == ">3.11"  # PEP 440: 3.11 == 3.11.0
+    assert python_too_old(">=3.11", "3.11.0") is None
+    assert python_too_old(">3.11.0", "3.11.0") == ">3.11.0"
+
+
 # ------------------------------------------------------------------------ slow: the real thing
 @pytest.fixture(scope="module")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
