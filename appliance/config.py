@@ -79,6 +79,9 @@ class TrainParams:
     max_length: int = 192
     seed: int = 1125
     checkpoint_every: int = 20
+    # CPU threads; 0: as many cores as are free when training starts (a busy core slows torch ~20x).
+    # Float sums depend on the thread count: a fixed number makes a resumed run match a straight one exactly.
+    threads: int = 0
 
 
 @dataclass(frozen=True)

@@ -63,12 +63,12 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def set_threads() -> int:
+def set_threads(requested: int = 0) -> int:
     import torch
 
     from appliance.llm.cpu import advise_threads
 
-    n = advise_threads()
+    n = requested if requested > 0 else advise_threads()
     torch.set_num_threads(n)
     return n
 
@@ -144,7 +144,7 @@ def train_memory(
     run_id = _run_id(base_model, parent, pairs, params)
     ckpt_name = f"memory/runs/{run_id}/checkpoint.pt"
     dev = device()
-    threads = set_threads() if dev == "cpu" else 0
+    threads = set_threads(params.threads) if dev == "cpu" else 0
     torch.manual_seed(params.seed)
     random.seed(params.seed)
 

@@ -60,6 +60,7 @@ class JobsTab(QWidget):
         self.rows: list[dict[str, Any]] = []
         self.history: list[dict[str, Any]] = []
         self._polling = False
+        self._again = False
 
         self.jobs = make_table(["job", "task", "schedule", "state", "next run", "last run", "progress"], stretch=6)
         self.run_button = QPushButton("Run now")
@@ -109,10 +110,13 @@ class JobsTab(QWidget):
                 self.jobs.selectRow(i)
 
     def refresh(self) -> None:
-        """Re-read jobs and history in the background (a poll never overlaps the previous one)."""
+        """Re-read jobs and history in the background. A poll never overlaps the previous one; a
+        refresh asked for meanwhile (after a pause, say) runs when it ends, since the poll in flight
+        may have read the state before the change."""
         if self._polling:
+            self._again = True
             return
-        self._polling = True
+        self._polling, self._again = True, False
         settings, actor = self.state.vault.settings, self.state.actor
 
         def read(_p: Progress) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -125,6 +129,8 @@ class JobsTab(QWidget):
 
     def _poll_ended(self) -> None:
         self._polling = False
+        if self._again:
+            self.refresh()
 
     def _read_failed(self, error: str) -> None:
         self.message.setText(f"error: {error}")
