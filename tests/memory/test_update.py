@@ -192,8 +192,9 @@ def test_update_then_forget_with_the_real_model(slow_vault, tmp_path: Path) -> N
     assert r["acquisition"] >= 0.5 and r["new_accuracy_reference"] == 0.0  # the update taught the new facts
     assert r["superseded"]["candidate"] == 1.0
     # 4 old probes, and training text that differs per run (answers cite document ids, keyed by the vault's
-    # random key): a linear merge with 1:1 replay kept 1/3 to all of the old facts the reference knew
-    # over 8 runs; how much merges keep at scale is measured by bench/continual.py, not here
+    # random key): what a linear merge with 1:1 replay keeps of the old facts the reference knew varies
+    # from run to run (1/3 in one CI run, 1/2 or more in the others); how much merges keep at scale is
+    # measured by bench/continual.py, not here
     assert r["old_accuracy"]["reference"] >= 0.5 and r["retention"] is not None and r["retention"] > 0.3
     assert changed_documents(vault, cand.id) == []
 
