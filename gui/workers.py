@@ -61,6 +61,55 @@ class _Signals(QObject):
     exited = Signal()  # the worker thread has left the task (after a cancel, possibly much later)
 
 
+class _Relay(QObject):
+    """The task's signals as callers see them, re-emitted on the thread that made the task (the GUI's).
+
+    Whatever is connected to them (bound methods, lambdas, closures) then runs on the GUI thread: a
+    plain function connected straight to a signal emitted by the worker thread ran on the worker,
+    racing the GUI thread (a Jobs-tab refresh after Pause was lost that way).
+    """
+
+    progress = Signal(int, int, str)
+    done = Signal(object)
+    failed = Signal(str)
+    cancelled = Signal()
+    ended = Signal()
+    exited = Signal()
+
+    def __init__(self, source: _Signals) -> None:
+        super().__init__()
+        source.progress.connect(self._progress)
+        source.done.connect(self._done)
+        source.failed.connect(self._failed)
+        source.cancelled.connect(self._cancelled)
+        source.ended.connect(self._ended)
+        source.exited.connect(self._exited)
+
+    @Slot(int, int, str)
+    def _progress(self, done: int, total: int, message: str) -> None:
+        self.progress.emit(done, total, message)
+
+    @Slot(object)
+    def _done(self, result: object) -> None:
+        self.done.emit(result)
+
+    @Slot(str)
+    def _failed(self, message: str) -> None:
+        self.failed.emit(message)
+
+    @Slot()
+    def _cancelled(self) -> None:
+        self.cancelled.emit()
+
+    @Slot()
+    def _ended(self) -> None:
+        self.ended.emit()
+
+    @Slot()
+    def _exited(self) -> None:
+        self.exited.emit()
+
+
 class Task(QRunnable):
     """One unit of background work. Connect to ``signals`` before :meth:`TaskRunner.start`."""
 
@@ -69,8 +118,9 @@ class Task(QRunnable):
         self.setAutoDelete(False)  # the runner keeps the Python object alive until it ends
         self.name = name
         self.fn = fn
-        self.signals = _Signals()
-        self.progress = Progress(self.signals.progress.emit)
+        self._emit = _Signals()  # emitted by the worker thread
+        self.signals = _Relay(self._emit)  # what callers connect to: delivered on the GUI thread
+        self.progress = Progress(self._emit.progress.emit)
         self._finished = threading.Event()
         self._reported = threading.Lock()
         self._has_reported = False
@@ -81,12 +131,12 @@ class Task(QRunnable):
                 return
             self._has_reported = True
         emit()
-        self.signals.ended.emit()
+        self._emit.ended.emit()
 
     def cancel(self) -> None:
         """Ask the work to stop; the task reports ``cancelled`` at once and discards any result."""
         self.progress.cancel()
-        self._report(self.signals.cancelled.emit)
+        self._report(self._emit.cancelled.emit)
 
     @property
     def running(self) -> bool:
@@ -98,19 +148,19 @@ class Task(QRunnable):
         try:
             result = self.fn(self.progress)
         except Cancelled:
-            emit = self.signals.cancelled.emit
+            emit = self._emit.cancelled.emit
         except MemoError as exc:  # an operator-facing one-line error, shown as is
             message = str(exc)
-            emit = lambda: self.signals.failed.emit(message)  # noqa: E731
+            emit = lambda: self._emit.failed.emit(message)  # noqa: E731
         except Exception as exc:  # noqa: BLE001 - a worker must never take the console down
             traceback.print_exc()
             message = f"{type(exc).__name__}: {exc}"
-            emit = lambda: self.signals.failed.emit(message)  # noqa: E731
+            emit = lambda: self._emit.failed.emit(message)  # noqa: E731
         else:
-            emit = self.signals.cancelled.emit if self.progress.cancelled else (lambda: self.signals.done.emit(result))
+            emit = self._emit.cancelled.emit if self.progress.cancelled else (lambda: self._emit.done.emit(result))
         self._finished.set()
         self._report(emit)
-        self.signals.exited.emit()
+        self._emit.exited.emit()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the thread has left :meth:`run` (tests, shutdown)."""

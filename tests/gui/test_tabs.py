@@ -210,11 +210,11 @@ def test_jobs_list_run_now_pause_resume_and_history(qtbot, make_window, vault, i
     tab.select_job("ingest")
     tab.pause_button.click()
     wait_idle(qtbot, w)
-    assert tab.rows[0]["state"] == "paused"
+    assert tab.rows[0]["state"] == "paused", tab.message.text()
     tab.select_job("ingest")
     tab.resume_button.click()
     wait_idle(qtbot, w)
-    assert tab.rows[0]["state"] == "scheduled"
+    assert tab.rows[0]["state"] == "scheduled", tab.message.text()
     acts = _actions(vault)
     assert {"job.start", "job.finish", "job.pause", "job.resume"} <= set(acts)
 
