@@ -14,7 +14,6 @@ without a key the checks that need unlocking SKIP.
 from __future__ import annotations
 
 import base64
-import hashlib
 import importlib.metadata as metadata
 import json
 import os
@@ -54,7 +53,6 @@ NEED_KEY_HINT = "give --key-file or MEMO_PASSPHRASE to check the contents"
 REINSTALL_HINT = "reinstall from the wheelhouse: pip install --no-deps --force-reinstall --no-index --find-links WHEELHOUSE"
 # Written readable on purpose (an external auditor verifies the chain with it).
 PUBLIC_FILES = ("audit/public-key.pem",)
-_CHUNK = 1 << 20
 _SHOW = 3  # problems named in one line; the rest are counted
 
 
@@ -175,14 +173,11 @@ def check_versions() -> Check:
 
 # ---------------------------------------------------------------------------------- installed files
 def _sha256_b64(path: Path) -> tuple[str, int]:
-    """A file's SHA-256 as RECORD writes it (urlsafe base64, no padding), hashed in chunks."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode(), size
+    """A file's SHA-256 as RECORD writes it (urlsafe base64, no padding)."""
+    from appliance.llm.registry import sha256_file
+
+    digest, size = sha256_file(path)
+    return base64.urlsafe_b64encode(bytes.fromhex(digest)).rstrip(b"=").decode(), size
 
 
 def verify_record(dist: metadata.Distribution) -> RecordResult:
