@@ -1,7 +1,10 @@
-"""The `memo` command: a thin layer over the appliance API (the console calls the same functions).
+"""The `memo` command: a door onto the application layer (:mod:`appliance.app`), which the
+console, the HTTP API and the daemon call too.
 
-Errors an operator can act on print one line and exit 1; progress goes to stderr so that
-``--json`` output on stdout stays machine-readable.
+Who acts is whoever's slot the secret opens (``--user NAME`` only says which slot to try); each
+command is a use case that checks the principal's roles and audits. Errors an operator can act on
+print one line and exit 1; progress goes to stderr so that ``--json`` output on stdout stays
+machine-readable.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)  # an error stays on
 class Ctx:
     home: Path | None
     key_file: Path | None
+    user: str | None = None
+    opened: Any = field(default=None, repr=False)  # the session this command unlocked: a refusal is audited in it
 
     @property
     def settings(self) -> Settings:
@@ -44,13 +49,55 @@ class Ctx:
         passphrase = os.environ.get("MEMO_PASSPHRASE")
         key_file = self.key_file or (Path(os.environ["MEMO_KEY_FILE"]) if os.environ.get("MEMO_KEY_FILE") else None)
         if passphrase is None and key_file is None and allow_prompt and sys.stdin.isatty():
-            passphrase = click.prompt("Vault passphrase", hide_input=True, err=True)
-        return Secret(passphrase=passphrase, key_file=key_file)
+            passphrase = click.prompt(f"Passphrase{' of ' + self.user if self.user else ''}", hide_input=True, err=True)
+        return Secret(passphrase=passphrase, key_file=key_file, principal=self.user)
 
-    def vault(self):  # noqa: ANN201
-        from appliance.vault.store import Vault
+    def session(self):  # noqa: ANN201
+        """Unlock: the slot that opens names the principal every use case of this command acts as."""
+        from appliance.app.session import open_session
 
-        return Vault.open(self.settings, self.secret())
+        self.opened = open_session(self.settings, self.secret(), channel="cli")
+        return self.opened
+
+    def refused(self, command: str, exc: MemoError) -> None:
+        """Audit a command refused after the vault was unlocked (``cli.refused``); before that
+        (a wrong secret) there is no key to write the log with, and a refusal by role is already
+        audited (``access.refused``)."""
+        from appliance.app.access import AccessRefused
+
+        if self.opened is not None and not isinstance(exc, AccessRefused):
+            try:
+                self.opened.vault.audit.append(self.opened.principal, "cli.refused", command,
+                                               error=" ".join(str(exc).split())[:500])
+            except Exception:  # noqa: BLE001 - the refusal itself is still reported on stderr
+                pass
+
+
+class _AuditedGroup(click.Group):
+    """The `memo` group: a command that fails with a MemoError once it has unlocked the vault
+    (an unknown executive, a policy gate, a rollback found) leaves a ``cli.refused`` entry."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        words = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        try:
+            return super().invoke(ctx)
+        except MemoError as exc:
+            if isinstance(ctx.obj, Ctx):
+                ctx.obj.refused(_command_path(self, words), exc)
+            raise
+
+
+def _command_path(group: click.Group, words: list[str]) -> str:
+    """``vault rekey`` from the words after the global options (never an argument's value)."""
+    names: list[str] = []
+    cmd: click.Command = group
+    for w in words:
+        sub = cmd.commands.get(w) if isinstance(cmd, click.Group) else None
+        if sub is None:
+            break
+        names.append(w)
+        cmd = sub
+    return " ".join(names) or "?"
 
 
 def emit_json(obj: Any) -> None:
@@ -72,17 +119,19 @@ def progress_bar(label: str) -> Progress:
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_AuditedGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="memo")
 @click.option("--home", type=click.Path(path_type=Path), envvar="MEMO_HOME", help="Appliance data directory (env MEMO_HOME; default: XDG data dir).")
+@click.option("--user", envvar="MEMO_USER", help="Who you are: which slot to try (env MEMO_USER); only your secret proves it.")
 @click.option("--key-file", type=click.Path(path_type=Path), help="Unlock with this key file instead of a passphrase (env MEMO_KEY_FILE).")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None, key_file: Path | None) -> None:
+def cli(ctx: click.Context, home: Path | None, user: str | None, key_file: Path | None) -> None:
     """memo: a private corpus written into the weights of a small memory model.
 
-    Unlock non-interactively with MEMO_PASSPHRASE or --key-file FILE.
+    Unlock non-interactively with MEMO_PASSPHRASE or --key-file FILE; the slot that opens says who
+    you are in the audit log.
     """
-    ctx.obj = Ctx(home, key_file)
+    ctx.obj = Ctx(home, key_file, user)
 
 
 # ---------------------------------------------------------------- init + vault
@@ -90,8 +139,8 @@ def cli(ctx: click.Context, home: Path | None, key_file: Path | None) -> None:
 @click.option("--no-passphrase", is_flag=True, help="Create the vault with a key file only.")
 @click.pass_obj
 def init(c: Ctx, no_passphrase: bool) -> None:
-    """Create a new encrypted vault in the appliance home."""
-    from appliance.vault.store import Vault
+    """Create a new encrypted vault; you (--user NAME, default admin) hold its first, administrator slot."""
+    from appliance.app.session import create_vault
 
     passphrase = None if no_passphrase else os.environ.get("MEMO_PASSPHRASE")
     if passphrase is None and not no_passphrase:
@@ -100,8 +149,10 @@ def init(c: Ctx, no_passphrase: bool) -> None:
                 raise MemoError("no secret given: set MEMO_PASSPHRASE or pass --key-file FILE (with --no-passphrase)")
         else:
             passphrase = click.prompt("New vault passphrase", hide_input=True, confirmation_prompt=True, err=True)
-    vault = Vault.init(c.settings, Secret(passphrase=passphrase, key_file=c.key_file))
-    out.print(f"created vault {vault.keyring.vault_id} at {vault.home} (unlocks with: {', '.join(vault.keyring.slot_types())})")
+    session = create_vault(c.settings, Secret(passphrase=passphrase, key_file=c.key_file, principal=c.user))
+    vault = session.vault
+    out.print(f"created vault {vault.keyring.vault_id} at {vault.home} (unlocks with: {', '.join(vault.keyring.slot_types())}); "
+              f"administrator: {session.principal}; policies pinned from {vault.settings.pinned_policies.origin}")
 
 
 @cli.group()
@@ -114,7 +165,9 @@ def vault() -> None:
 @click.pass_obj
 def vault_status(c: Ctx, as_json: bool) -> None:
     """Counts and sizes of what the vault holds."""
-    st = c.vault().status()
+    from appliance.app.vault import status
+
+    st = status(c.session())
     if as_json:
         return emit_json(st.to_dict())
     table = Table(show_header=False, box=None)
@@ -128,10 +181,12 @@ def vault_status(c: Ctx, as_json: bool) -> None:
 @click.pass_obj
 def vault_verify(c: Ctx, as_json: bool) -> None:
     """Authenticate every vault file and the audit chain; name each broken file."""
-    v = c.vault()
+    from appliance.app.vault import verify
+
+    session = c.session()
     with progress_bar("verify") as bar:
         task = bar.add_task("verify", total=None, rate="")
-        report = v.verify(lambda done, total: bar.update(task, completed=done, total=total))
+        report = verify(session, lambda done, total: bar.update(task, completed=done, total=total))
     if as_json:
         emit_json(report.to_dict())
     else:
@@ -149,17 +204,25 @@ def vault_verify(c: Ctx, as_json: bool) -> None:
 @click.option("--no-passphrase", is_flag=True, help="Drop the passphrase slot (key file only).")
 @click.pass_obj
 def vault_rekey(c: Ctx, new_key_file: Path | None, no_passphrase: bool) -> None:
-    """Re-wrap the data key with a new passphrase and/or key file (env MEMO_NEW_PASSPHRASE); no data is re-encrypted."""
-    v = c.vault()
+    """Change your own secret: a new passphrase (env MEMO_NEW_PASSPHRASE) and/or key file; no data is re-encrypted."""
+    from appliance.app.people import rekey
+
+    session = c.session()
+    methods = rekey(session, _new_secret(new_key_file, no_passphrase))
+    out.print(f"rekeyed: {session.principal} now unlocks with {', '.join(methods)}; your old secret no longer works "
+              "(other people's slots are unchanged)")
+
+
+def _new_secret(key_file: Path | None, no_passphrase: bool, whose: str = "New") -> Secret:
+    """A secret for a slot: the passphrase from MEMO_NEW_PASSPHRASE or a prompt, and/or a key file."""
     passphrase = None
     if not no_passphrase:
         passphrase = os.environ.get("MEMO_NEW_PASSPHRASE")
         if passphrase is None:
             if not sys.stdin.isatty():
-                raise MemoError("no new passphrase: set MEMO_NEW_PASSPHRASE, or pass --no-passphrase with --new-key-file")
-            passphrase = click.prompt("New passphrase", hide_input=True, confirmation_prompt=True, err=True)
-    v.rekey(Secret(passphrase=passphrase, key_file=new_key_file))
-    out.print(f"rekeyed: vault now unlocks with {', '.join(v.keyring.slot_types())}; old secrets no longer work")
+                raise MemoError("no new passphrase: set MEMO_NEW_PASSPHRASE, or pass --no-passphrase with a key file")
+            passphrase = click.prompt(f"{whose} passphrase", hide_input=True, confirmation_prompt=True, err=True)
+    return Secret(passphrase=passphrase, key_file=key_file)
 
 
 @vault.command("keygen")
@@ -176,20 +239,101 @@ def vault_keygen(path: Path) -> None:
 @click.pass_obj
 def vault_gc(c: Ctx) -> None:
     """Remove objects no document references (left by an interrupted ingest)."""
-    out.print(f"removed {c.vault().gc()} unreferenced object(s)")
+    from appliance.app.vault import gc
+
+    out.print(f"removed {gc(c.session())} unreferenced object(s)")
+
+
+# ---------------------------------------------------------------- people
+@cli.command("whoami")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def whoami_cmd(c: Ctx, as_json: bool) -> None:
+    """Whose slot your secret opens, and your roles in the policy in force."""
+    from appliance.app.people import whoami
+
+    me = whoami(c.session())
+    if as_json:
+        return emit_json(me.to_dict())
+    out.print(f"{me.name}: unlocks with {', '.join(me.unlock_methods)}; roles {', '.join(me.roles) or 'none'}"
+              + ("" if me.in_policy else " (not named in the policy)"))
+
+
+@cli.group()
+def people() -> None:
+    """People and service accounts who unlock the vault (each with their own slot); roles come from the policy."""
+
+
+@people.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def people_list(c: Ctx, as_json: bool) -> None:
+    """Everyone who can unlock the vault, with their kinds of secret and their roles."""
+    from appliance.app.people import people as list_people
+
+    rows = list_people(c.session())
+    if as_json:
+        return emit_json([p.to_dict() for p in rows])
+    table = Table("name", "unlocks with", "roles", "in policy", "active API tokens")
+    for p in rows:
+        table.add_row(escape(p.name), ", ".join(p.unlock_methods), ", ".join(p.roles) or "-", "yes" if p.in_policy else "no",
+                      str(p.active_tokens))
+    out.print(table)
+
+
+@people.command("add")
+@click.argument("name")
+@click.option("--key", "key_file", type=click.Path(path_type=Path), help="Their key file (make one with `memo vault keygen FILE`).")
+@click.option("--no-passphrase", is_flag=True, help="A key-file slot only (a service account).")
+@click.option("--replace", is_flag=True, help="Replace the secret of someone who already has a slot.")
+@click.pass_obj
+def people_add(c: Ctx, name: str, key_file: Path | None, no_passphrase: bool, replace: bool) -> None:
+    """Give NAME their own slot: a passphrase (env MEMO_NEW_PASSPHRASE or a prompt) and/or a key file."""
+    from appliance.app.people import add
+
+    if no_passphrase and key_file is None:
+        raise MemoError("--no-passphrase needs --key FILE: a slot opens with a passphrase or a key file")
+    person = add(c.session(), name, _new_secret(key_file, no_passphrase, f"{name}'s"), replace)
+    out.print(f"{person.name} can now unlock the vault with {', '.join(person.unlock_methods)}; roles in the policy in force: "
+              f"{', '.join(person.roles) or 'none'}")
+    if not person.in_policy:
+        err.print(f"[yellow]note:[/] {escape(person.name)} is not named in the policy: while roles are enforced they can do "
+                  "nothing until an administrator names them with a role and pins it (`memo policy pin`)")
+
+
+@people.command("remove")
+@click.argument("name")
+@click.pass_obj
+def people_remove(c: Ctx, name: str) -> None:
+    """Remove NAME's slots: their secret stops opening the vault at once, and their API tokens are revoked."""
+    from appliance.app.people import remove
+
+    r = remove(c.session(), name)
+    out.print(f"removed {escape(name)}: their passphrase or key file no longer opens the vault"
+              + (f"; revoked API token(s) {', '.join(r['tokens_revoked'])}" if r["tokens_revoked"] else ""))
 
 
 # ---------------------------------------------------------------- ingest + docs
+def _readers_help(text: str) -> Callable:
+    """Put the document kinds of :data:`appliance.corpus.readers.READERS` into a command's help."""
+    def mark(f: Callable) -> Callable:
+        from appliance.corpus.readers import reader_names
+
+        f.__doc__ = text.format(kinds=reader_names())
+        return f
+    return mark
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--allow-forgotten", is_flag=True, help="Ingest again documents that were forgotten.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
+@_readers_help("Ingest files and folders ({kinds}) into the vault.")
 def ingest(c: Ctx, paths: tuple[Path, ...], allow_forgotten: bool, as_json: bool) -> None:
-    """Ingest files and folders (txt, md, html, pdf, docx) into the vault."""
-    from appliance.corpus.ingest import ingest as run_ingest
+    from appliance.app.corpus import ingest as run_ingest
 
-    v = c.vault()
+    session = c.session()
     with progress_bar("ingest") as bar:
         task = bar.add_task("ingest", total=None, rate="")
         state = {"bytes": 0, "chunks": 0}
@@ -201,7 +345,7 @@ def ingest(c: Ctx, paths: tuple[Path, ...], allow_forgotten: bool, as_json: bool
             bar.update(task, completed=done, total=total,
                        rate=f"{state['bytes'] / 2**20 / elapsed:.2f} MB/s {state['chunks'] / elapsed:.0f} chunks/s")
 
-        report = run_ingest(v, paths, progress=tick, allow_forgotten=allow_forgotten)
+        report = run_ingest(session, list(paths), progress=tick, allow_forgotten=allow_forgotten)
     if as_json:
         return emit_json(report.to_dict())
     for o in report.outcomes:
@@ -230,9 +374,9 @@ def docs() -> None:
 @click.pass_obj
 def docs_list(c: Ctx, include_forgotten: bool, as_json: bool) -> None:
     """List documents with their latest version."""
-    from appliance.corpus.documents import list_documents
+    from appliance.app.corpus import documents
 
-    rows = list_documents(c.vault(), include_forgotten)
+    rows = documents(c.session(), include_forgotten)
     if as_json:
         return emit_json([r.to_dict() for r in rows])
     from appliance.corpus.readers import short_type
@@ -251,9 +395,9 @@ def docs_list(c: Ctx, include_forgotten: bool, as_json: bool) -> None:
 @click.pass_obj
 def docs_show(c: Ctx, doc_id: str, with_text: bool, as_json: bool) -> None:
     """One document: versions, duplicates, optionally its text."""
-    from appliance.corpus.documents import show_document
+    from appliance.app.corpus import document, document_text
 
-    d = show_document(c.vault(), doc_id, with_text)
+    d = (document_text if with_text else document)(c.session(), doc_id)
     if as_json:
         return emit_json(d.to_dict())
     s = d.summary
@@ -277,37 +421,40 @@ def docs_show(c: Ctx, doc_id: str, with_text: bool, as_json: bool) -> None:
 @click.pass_obj
 def docs_forget(c: Ctx, doc_id: str, yes: bool, candidate: bool | None, epochs: int | None) -> None:
     """Destroy a document's content in the vault (all versions), and make a memory without it."""
-    from appliance.corpus.documents import forget_document
-    from appliance.memory.versions import promoted
+    from dataclasses import replace
 
-    v = c.vault()
-    if candidate is None:
-        candidate = promoted(v) is not None
+    from appliance.app.corpus import forget
+
     if not yes:
         if not sys.stdin.isatty():
             raise MemoError("forgetting is irreversible: pass --yes to confirm non-interactively")
         click.confirm(f"Destroy every version of {doc_id}?", abort=True, err=True)
-    if candidate:
-        from dataclasses import replace
-
-        from appliance.memory.update import forget_with_candidate
-
-        params = replace(v.settings.train, epochs=epochs) if epochs else v.settings.train
+    session = c.session()
+    params = replace(session.vault.settings.train, epochs=epochs) if epochs else None
+    retrain = candidate if candidate is not None else _serving(session)
+    if retrain:
         with progress_bar("retrain") as bar:
             task = bar.add_task("retrain", total=None, rate="")
-            res = forget_with_candidate(v, doc_id, params, progress=_train_bar(bar, task), message=_say)
-        r = res["forget"]
-        for x in res["shown"]:  # shown once, on this terminal; the report keeps only keyed hashes
+            res = forget(session, doc_id, True, params, progress=_train_bar(bar, task), message=_say)
+    else:
+        res = forget(session, doc_id, False)
+    r = res.forget
+    if res.candidate is not None:
+        for x in res.shown:  # shown once, on this terminal; the report keeps only keyed hashes
             out.print(f"  {'answered' if x['before'] else 'not answered'} → {'ANSWERED' if x['after'] else 'not answered'}: "
                       f"{escape(x['question'])}")
-        _print_forget_report(res["report"])
-        out.print(f"candidate {res['candidate']} serves only once approved: memo approvals show {res['candidate']}")
-    else:
-        r = forget_document(v, doc_id)
-        if promoted(v) is not None:
-            err.print("[yellow]the serving memory still holds what it learned from this document:[/] "
-                      "re-run with --candidate (or `memo update --method retrain`) to make one without it")
+        _print_forget_report(res.report)
+        out.print(f"candidate {res.candidate} serves only once approved: memo approvals show {res.candidate}")
+    elif _serving(session):
+        err.print("[yellow]the serving memory still holds what it learned from this document:[/] "
+                  "re-run with --candidate (or `memo update --method retrain`) to make one without it")
     out.print(f"forgot {doc_id}: {r['versions']} version(s), {r['objects_destroyed']} object(s) destroyed, {r['objects_shared_kept']} shared object(s) kept")
+
+
+def _serving(session) -> bool:  # noqa: ANN001
+    from appliance.app.serving import serving_version
+
+    return serving_version(session) is not None
 
 
 # ---------------------------------------------------------------- models + reflections
@@ -321,11 +468,9 @@ def models() -> None:
 @click.pass_obj
 def models_list(c: Ctx, as_json: bool) -> None:
     """Registered models; new files in the models folder are registered now."""
-    from appliance.llm.registry import ModelRegistry
+    from appliance.app.models import models as list_models
 
-    reg = ModelRegistry(c.vault())
-    problems = reg.refresh()
-    rows = reg.list()
+    rows, problems = list_models(c.session())
     if as_json:
         return emit_json({"models": [m.to_dict() for m in rows], "problems": problems})
     table = Table("name", "kind", "source", "size", "sha256", "path")
@@ -342,11 +487,9 @@ def models_list(c: Ctx, as_json: bool) -> None:
 @click.pass_obj
 def models_show(c: Ctx, name: str, as_json: bool) -> None:
     """One model, with its checksum verified now."""
-    from appliance.llm.registry import ModelRegistry
+    from appliance.app.models import model
 
-    reg = ModelRegistry(c.vault())
-    reg.refresh()
-    info = reg.verify(name)
+    info = model(c.session(), name)
     if as_json:
         return emit_json(info.to_dict())
     for k, v in info.to_dict().items():
@@ -355,7 +498,7 @@ def models_show(c: Ctx, name: str, as_json: bool) -> None:
 
 
 @cli.group(invoke_without_command=True)
-@click.option("--generator", default="local", show_default=True, help="Policy endpoint that writes the reflections.")
+@click.option("--generator", default="local", show_default=True, help="Policy endpoint (or pool of endpoints) that writes the reflections.")
 @click.option("--limit", type=int, help="Generate at most N units now (the rest on a later run).")
 @click.option("--doc", "doc_ids", multiple=True, help="Only these documents (default: all current ones).")
 @click.option("--json", "as_json", is_flag=True)
@@ -364,12 +507,10 @@ def reflect(ctx: click.Context, generator: str, limit: int | None, doc_ids: tupl
     """Generate question-answer reflections of the corpus (resumable: re-run to continue)."""
     if ctx.invoked_subcommand is not None:
         return
-    from appliance.llm.connect import open_model
-    from appliance.reflect.generate import reflect as run_reflect
+    from appliance.app.memory import reflect as run_reflect
 
     c: Ctx = ctx.obj
-    v = c.vault()
-    model = open_model(v, generator, "generator", sends={"document_text"})
+    session = c.session()
     with progress_bar("reflect") as bar:
         task = bar.add_task("reflect", total=None, rate="")
         state = {"pairs": 0, "tokens": 0}
@@ -381,7 +522,7 @@ def reflect(ctx: click.Context, generator: str, limit: int | None, doc_ids: tupl
             bar.update(task, completed=done, total=total,
                        rate=f"{state['pairs']} pairs {state['pairs'] / elapsed:.2f} pairs/s {state['tokens'] / elapsed:.1f} tok/s")
 
-        report = run_reflect(v, model, progress=tick, limit_units=limit, doc_ids=set(doc_ids) if doc_ids else None)
+        report = run_reflect(session, generator, progress=tick, limit_units=limit, doc_ids=set(doc_ids) if doc_ids else None)
     if as_json:
         return emit_json(report.to_dict())
     out.print(
@@ -396,23 +537,26 @@ def reflect(ctx: click.Context, generator: str, limit: int | None, doc_ids: tupl
 @click.pass_obj
 def reflect_stats(c: Ctx, as_json: bool) -> None:
     """Pairs per document and kind, rejection rate and reasons."""
-    from appliance.corpus.documents import list_documents
-    from appliance.reflect.generate import stats
+    from appliance.app.corpus import documents
+    from appliance.app.memory import reflect_stats
 
-    v = c.vault()
-    st = stats(v)
+    session = c.session()
+    st = reflect_stats(session)
     if as_json:
         return emit_json(st.to_dict())
-    titles = {d.id: d.title for d in list_documents(v)}
-    out.print(f"{st.units} units, {st.pairs} pairs, {st.rejected} rejected (rate {st.rejection_rate:.0%}); "
+    titles = {d.id: d.title for d in documents(session)} if session.may("docs.list") else {}
+    out.print(f"{st.units} units, {st.pairs} pairs ({st.pairs - st.probes} trained, {st.probes} held out as probes), "
+              f"{st.rejected} rejected (rate {st.rejection_rate:.0%}); coverage {st.covered}/{st.facts} facts "
+              f"({st.coverage:.0%}) + {st.composed_facts} composed; "
               f"{st.completion_tokens} tokens generated in {st.generation_seconds:.0f} s by {', '.join(st.generators)}")
     kinds = Table("kind", "pairs")
     for k, n in st.per_kind.items():
         kinds.add_row(k, str(n))
     out.print(kinds)
-    docs = Table("document", "title", "pairs")
+    docs = Table("document", "title", "pairs", "facts", "coverage")
     for d, n in st.per_doc.items():
-        docs.add_row(d, titles.get(d, "")[:50], str(n))
+        facts, covered = st.per_doc_facts.get(d, [0, 0])
+        docs.add_row(d, titles.get(d, "")[:50], str(n), str(facts), f"{covered / facts:.0%}" if facts else "-")
     out.print(docs)
     reasons = Table("rejection reason", "count")
     for r, n in st.rejection_reasons.items():
@@ -422,56 +566,88 @@ def reflect_stats(c: Ctx, as_json: bool) -> None:
 
 @reflect.command("show")
 @click.option("--doc", "doc_id", help="Only pairs from this document.")
-@click.option("--kind", help="fact, paraphrase, entity, relation or current.")
+@click.option("--kind", help="fact, reverse, current or composed.")
 @click.option("--limit", type=int, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def reflect_show(c: Ctx, doc_id: str | None, kind: str | None, limit: int, as_json: bool) -> None:
     """Print stored pairs (decrypted) for review."""
-    from appliance.reflect.store import load_pairs
+    from appliance.app.memory import pairs as load_pairs
 
-    pairs = [p for p in load_pairs(c.vault(), {doc_id} if doc_id else None) if not kind or p.kind == kind][:limit or None]
+    pairs = [p for p in load_pairs(c.session(), {doc_id} if doc_id else None) if not kind or p.kind == kind][:limit or None]
     if as_json:
         return emit_json([p.model_dump() for p in pairs])
     for p in pairs:
-        out.print(f"[bold]{p.kind}[/] {escape(p.question)}\n   → {escape(p.answer)}  [dim]{', '.join(p.doc_ids)}[/]")
+        held = " [yellow](held-out probe)[/]" if p.split == "probe" else ""
+        out.print(f"[bold]{p.kind}[/]{held} {escape(p.question)}\n   → {escape(p.answer)}  "
+                  f"[dim]{', '.join(p.doc_ids)} · {p.wording or '-'}[/]")
 
 
 # ---------------------------------------------------------------- memory
 def _train_bar(bar: Progress, task) -> Callable:  # noqa: ANN001
     def tick(si) -> None:  # noqa: ANN001
         bar.update(task, completed=si.step, total=si.total,
-                   rate=f"epoch {si.epoch} loss {si.loss:.3f} {si.tokens_per_second:.0f} tok/s")
+                   rate=f"epoch {si.epoch} loss {si.loss:.3f} {si.examples_per_second:.1f} ex/s {si.tokens_per_second:.0f} tok/s")
     return tick
+
+
+class _Processes(click.ParamType):
+    """``--processes``: a positive number, or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1:
+            self.fail(f"{value!r} is not a number of processes (1 or more) or auto", param, ctx)
+        return n
+
+
+_PROCESSES = _Processes()
+
+
+def _eval_line(ev) -> str:  # noqa: ANN001
+    held = "-" if ev.held_out is None else f"{ev.held_out:.0%}"
+    trained = "-" if ev.training is None else f"{ev.training:.0%}"
+    return f"epoch {ev.epoch}: held-out recall {held}, training recall {trained} ({ev.seconds:.0f} s)"
 
 
 @cli.command()
 @click.option("--method", type=click.Choice(["lora", "full"]), help="LoRA (default) or full fine-tuning.")
 @click.option("--epochs", type=int, help="Passes over the reflections.")
 @click.option("--doc", "doc_ids", multiple=True, help="Train only on reflections of these documents.")
+@click.option("--processes", type=_PROCESSES, help="Training processes on this machine: N (one per GPU with NCCL; CPU "
+              "processes with gloo), or auto: one per visible GPU. Default: the policy's schedules.training.processes, else auto.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def train(c: Ctx, method: str | None, epochs: int | None, doc_ids: tuple[str, ...], as_json: bool) -> None:
-    """Fine-tune a memory version on the reflections (CUDA if present; resumable)."""
-    from dataclasses import replace
+def train(c: Ctx, method: str | None, epochs: int | None, doc_ids: tuple[str, ...], processes: int | str | None,
+          as_json: bool) -> None:
+    """Fine-tune a memory version on the reflections (CUDA if present; several GPUs with --processes; resumable)."""
+    from appliance.app.memory import train as run_train
 
-    from appliance.memory.train import split_probes, train_memory
-    from appliance.reflect.store import load_pairs
-
-    v = c.vault()
-    params = v.settings.train
-    params = replace(params, **{k: val for k, val in (("method", method), ("epochs", epochs)) if val})
-    pairs = load_pairs(v, set(doc_ids) if doc_ids else None)
-    train_pairs, probes = split_probes(pairs)
+    session = c.session()
     with progress_bar("train") as bar:
         task = bar.add_task("train", total=None, rate="")
-        version = train_memory(v, train_pairs, params, progress=_train_bar(bar, task),
-                               lineage_extra={"held_out_probes": len(probes)})
+        trained = run_train(session, method, epochs, set(doc_ids) if doc_ids else None, progress=_train_bar(bar, task),
+                            on_eval=lambda ev: bar.console.print(_eval_line(ev)), processes=processes)
+    version = trained.version
     if as_json:
         return emit_json(version.to_dict())
     m = version.metrics
-    out.print(f"trained {version.id} ({version.method}) on {len(train_pairs)} pairs ({len(probes)} paraphrases held out as probes): "
-              f"loss {m['train_loss_first']} → {m['train_loss_last']}, {m['train_tokens_per_second']} tok/s, {m['train_seconds']} s")
+    exp = m.get("exposures") or {}
+    if trained.processes > 1:
+        out.print(f"trained in {trained.processes} processes ({version.lineage.get('backend')})")
+    out.print(f"trained {version.id} ({version.method}) on {trained.train_pairs} pairs for {m['facts']} facts "
+              f"({trained.probes} held-out probes): {m['epochs']} epochs ({m['stopped']}), exposures per fact "
+              f"{exp.get('mean', 0):.0f} on average (min {exp.get('min', 0):.0f}); loss {m['train_loss_first']} → "
+              f"{m['train_loss_last']}; {m['train_examples_per_second']} examples/s, {m['train_seconds']} s")
+    if m.get("held_out_recall") is not None:
+        out.print(f"held-out recall {m['held_out_recall']:.0%}, training recall {m['training_recall']:.0%}")
     out.print(f"next: memo export {version.id} --promote")
 
 
@@ -485,16 +661,18 @@ def memory_group() -> None:
 @click.pass_obj
 def memory_list(c: Ctx, as_json: bool) -> None:
     """Every memory version with status and headline metrics."""
-    from appliance.memory.versions import list_versions
+    from appliance.app.memory import versions
 
-    rows = list_versions(c.vault())
+    rows = versions(c.session())
     if as_json:
-        return emit_json([r.to_dict() for r in rows])
+        return emit_json([{"id": r.id, "parent": r.parent, "base_model": r.base_model, "method": r.method, "status": r.status,
+                           "created_at": r.created_at, "created_by": r.created_by, "lineage": r.lineage.model_dump(exclude_unset=True),
+                           "metrics": r.metrics} for r in rows])
     table = Table("id", "status", "method", "parent", "created", "by", "pairs", "probe acc.", "agreement f16")
     for r in rows:
         ev = r.metrics.get("eval", {})
         table.add_row(r.id, r.status, r.method, r.parent or "", r.created_at, r.created_by,
-                      str(r.lineage.get("reflections", {}).get("pairs", "")), str(ev.get("contains", "")),
+                      str((getattr(r.lineage, "reflections", None) or {}).get("pairs", "")), str(ev.get("contains", "")),
                       str(r.metrics.get("export", {}).get("f16", {}).get("answer_agreement", "")))
     out.print(table)
 
@@ -504,9 +682,11 @@ def memory_list(c: Ctx, as_json: bool) -> None:
 @click.pass_obj
 def memory_show(c: Ctx, version_id: str) -> None:
     """Lineage (base, reflections, hyper-parameters) and metrics of one version."""
-    from appliance.memory.versions import get_version
+    from appliance.app.memory import version
 
-    emit_json(get_version(c.vault(), version_id).to_dict())
+    r = version(c.session(), version_id)
+    emit_json({"id": r.id, "parent": r.parent, "base_model": r.base_model, "method": r.method, "status": r.status,
+               "created_at": r.created_at, "created_by": r.created_by, "lineage": r.lineage.model_dump(exclude_unset=True), "metrics": r.metrics})
 
 
 @memory_group.command("ask")
@@ -515,43 +695,39 @@ def memory_show(c: Ctx, version_id: str) -> None:
 @click.pass_obj
 def memory_ask(c: Ctx, question: str, version_id: str | None) -> None:
     """Ask the memory model one atomic question directly (no executive)."""
-    from appliance.config import current_actor
-    from appliance.memory.evaluate import ask_memory
-    from appliance.memory.serve import open_memory
+    from appliance.app.qa import ask_memory
 
-    v = c.vault()
-    model = open_memory(v, version_id)
-    answer, sources = ask_memory(model, [question])[0]
-    v.audit.append(current_actor(), "memory.ask", version_id, model=model.identity, question=question, answer=answer, sources=sources)
-    out.print(answer)
-    if sources:
-        out.print(f"[dim]sources: {', '.join(sources)}[/]")
+    r, _ = ask_memory(c.session(), question, version_id)
+    out.print(r.answer)
+    out.print(f"[dim]confidence {r.confidence:.2f}" + (f"; sources: {', '.join(r.sources)}" if r.sources else "") + "[/]")
 
 
 @cli.command("ask")
 @click.argument("question")
 @click.option("--executive", "endpoint", default="local", show_default=True, help="Policy endpoint that plays the executive.")
 @click.option("--memory", "version_id", help="Memory version to ask (default: the promoted one).")
-@click.option("--hops", type=click.IntRange(0, 4), default=1, show_default=True, help="Follow-up rounds for multi-hop questions.")
+@click.option("--hops", type=click.IntRange(0, 1), default=1, show_default=True,
+              help="1: ask the bridges of a multi-hop question when the memory is unsure; 0: ask the memory once.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole trace as JSON.")
 @click.pass_obj
 def ask_cmd(c: Ctx, question: str, endpoint: str, version_id: str | None, hops: int, as_json: bool) -> None:
     """Answer a question: the executive asks the memory sub-questions, then answers (audited)."""
-    from appliance.config import current_actor
+    from appliance.app.qa import ask, source_titles
+    from appliance.app.serving import open_executive
     from appliance.executive.agent import ExecutiveParams
-    from appliance.executive.session import ask, open_executive, source_titles
 
-    v = c.vault()
-    executive = open_executive(v, endpoint, version_id, ExecutiveParams(max_hops=hops))
-    trace = ask(v, executive, question, current_actor(), channel="cli")
+    session = c.session()
+    executive = open_executive(session, endpoint, version_id, ExecutiveParams(max_hops=hops))
+    trace = ask(session, executive, question)
+    titles = source_titles(session, trace.sources)
     if as_json:
-        return emit_json({**trace.to_dict(), "source_titles": source_titles(v, trace.sources)})
+        return emit_json({**trace.to_dict(), "source_titles": titles})
     out.print(f"[bold]{escape(trace.answer)}[/]")
     table = Table("hop", "asked the memory", "memory's answer", "sources", title="trace", title_justify="left")
     for s in trace.sub_answers:
         table.add_row(str(s.hop), escape(s.question), escape(s.answer), ", ".join(s.sources) or "-")
     out.print(table)
-    for doc_id, title in source_titles(v, trace.sources).items():
+    for doc_id, title in titles.items():
         out.print(f"  {doc_id}  {escape(title)}")
     tokens = sum(trace.tokens.values())
     out.print(f"[dim]memory {trace.memory_version} · executive {trace.executive} · {trace.seconds:.1f} s · {tokens} tokens[/]")
@@ -566,12 +742,13 @@ def ask_cmd(c: Ctx, question: str, endpoint: str, version_id: str | None, hops: 
 @click.pass_obj
 def export_cmd(c: Ctx, version_id: str, types: tuple[str, ...], min_agreement: float, promote: bool, as_json: bool) -> None:
     """Merge, write GGUF into the vault, verify llama.cpp against transformers (and promote)."""
-    from appliance.export.pipeline import DEFAULT_TYPES, export_version, promote_version
+    from appliance.app.memory import export
+    from appliance.app.serving import promote as promote_version
 
-    v = c.vault()
-    results = export_version(v, version_id, types or DEFAULT_TYPES, min_agreement)
+    session = c.session()
+    results = export(session, version_id, types, min_agreement)
     if promote:
-        promote_version(v, version_id)
+        promote_version(session, version_id)
     if as_json:
         return emit_json({"version": version_id, "exports": results, "promoted": promote})
     for t, r in results.items():
@@ -592,40 +769,25 @@ def export_cmd(c: Ctx, version_id: str, types: tuple[str, ...], min_agreement: f
 @click.pass_obj
 def eval_cmd(c: Ctx, version_id: str | None, base: bool, show: bool, as_json: bool) -> None:
     """Held-out paraphrased probes: contains/exact accuracy per document."""
-    from appliance.config import current_actor
-    from appliance.llm.connect import open_model
-    from appliance.memory.evaluate import evaluate
-    from appliance.memory.serve import open_memory
-    from appliance.memory.train import split_probes
-    from appliance.memory.versions import get_version, promoted, update_metrics
-    from appliance.reflect.store import load_pairs
+    from appliance.app.memory import evaluate
+    from appliance.memory.diagnosis import diagnosis_table
 
-    v = c.vault()
-    if base:
-        model = open_model(v, "local", "generator")
-        target = "base"
-    else:
-        version = get_version(v, version_id) if version_id else promoted(v)
-        if version is None:
-            raise MemoError("no memory version given and none promoted")
-        model = open_memory(v, version.id)
-        target = version.id
-    _, probes = split_probes(load_pairs(v))
+    session = c.session()
     with progress_bar("eval") as bar:
-        task = bar.add_task("eval", total=len(probes), rate="")
-        report = evaluate(model, probes, lambda d, t: bar.update(task, completed=d))
-    if target != "base":
-        update_metrics(v, target, eval={k: val for k, val in report.to_dict().items() if k != "per_document"},
-                       eval_per_document=report.per_document)
-    v.audit.append(current_actor(), "memory.eval", target, probes=report.probes, contains=report.contains, exact=report.exact)
+        task = bar.add_task("eval", total=None, rate="")
+        done = evaluate(session, version_id, base, lambda d, t: bar.update(task, completed=d, total=t))
+    target, report, diagnosis = done.target, done.report, done.diagnosis
     if as_json:
-        return emit_json(report.to_dict(with_outcomes=show))
+        return emit_json({**report.to_dict(with_outcomes=show), "diagnosis": diagnosis.to_dict() if diagnosis else None})
     if show:
         for o in report.outcomes:
             mark = "[green]✓[/]" if o.contains else "[red]✗[/]"
-            out.print(f"{mark} {escape(o.question)}  gold: {escape(o.gold)}\n    memory: {escape(o.answer[:160])}")
+            out.print(f"{mark} {escape(o.question)}  gold: {escape(o.gold)}\n    memory: {escape(o.answer[:160])} "
+                      f"[dim]({o.confidence:.2f})[/]")
     out.print(f"{target}: {report.probes} probes, contains {report.contains:.1%}, exact {report.exact:.1%}, "
               f"source named {report.source_accuracy:.1%} ({report.seconds:.0f} s)")
+    if diagnosis is not None:
+        out.print(diagnosis_table(diagnosis))
 
 
 # ---------------------------------------------------------------- audit
@@ -635,38 +797,35 @@ def audit() -> None:
 
 
 @audit.command("verify")
-@click.option("--chain-only", is_flag=True, help="Verify hashes and signatures with the public key only (no unlock).")
+@click.option("--chain-only", is_flag=True, help="Without unlocking: hashes and signatures against --public-key.")
+@click.option("--public-key", "public_key", type=click.Path(path_type=Path),
+              help="The auditor's pinned copy of audit/public-key.pem (required with --chain-only).")
+@click.option("--expect-head", type=click.Path(path_type=Path),
+              help="A head saved earlier (--save-head): the log must still hold it (a rolled-back vault fails).")
+@click.option("--save-head", type=click.Path(path_type=Path), help="After an OK result, save the signed head to FILE (keep it outside the vault).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def audit_verify(c: Ctx, chain_only: bool, as_json: bool) -> None:
-    """Check every link, signature and payload; report the first broken entry."""
-    from appliance.vault.store import Vault
+def audit_verify(c: Ctx, chain_only: bool, public_key: Path | None, expect_head: Path | None, save_head: Path | None,
+                 as_json: bool) -> None:
+    """Check every link, signature and payload, the binding to the catalog and any saved head; report the first break."""
+    from appliance.app import audit as audit_app
 
-    log = Vault.audit_readonly(c.settings) if chain_only else c.vault().audit
-    result = log.verify()
+    if chain_only:
+        if public_key is None:
+            raise MemoError("--chain-only needs --public-key FILE: your pinned copy of the vault's audit/public-key.pem "
+                            "(the vault's own copy proves nothing about a vault someone could rewrite)")
+        result = audit_app.verify_chain_only(c.settings.home, public_key, expect_head, save_head)
+    else:
+        result = audit_app.verify(c.session(), expect_head, public_key, save_head)
     if as_json:
         emit_json(result.to_dict())
     elif result.ok:
-        out.print(f"OK: {result.entries} entries, chain and signatures intact{', payloads authenticated' if result.payloads_checked else ''}")
+        out.print(f"OK: {result.entries} entries, chain and signatures intact{', payloads authenticated' if result.payloads_checked else ''}"
+                  f"{', extends ' + str(expect_head) if expect_head else ''}{'; head saved to ' + str(save_head) if save_head else ''}")
     else:
         err.print(f"[red]BROKEN[/] at entry {result.first_bad_seq}: {escape(result.problem or '')}")
     if not result.ok:
         raise SystemExit(1)
-
-
-def _filtered_entries(c: Ctx, actor: str | None, action: str | None, target: str | None, since: str | None, until: str | None):  # noqa: ANN202
-    for e in c.vault().audit.entries():
-        if actor and e.actor != actor:
-            continue
-        if action and not (e.action == action or e.action.startswith(action.rstrip("*").rstrip(".") + ".")):
-            continue
-        if target and e.target != target:
-            continue
-        if since and e.ts < since:
-            continue
-        if until and e.ts > until:
-            continue
-        yield e
 
 
 _filters = [
@@ -691,7 +850,9 @@ def with_filters(f: Callable) -> Callable:
 @click.pass_obj
 def audit_show(c: Ctx, actor, action, target, since, until, limit: int, as_json: bool) -> None:  # noqa: ANN001
     """Show audit entries, newest last."""
-    entries = list(_filtered_entries(c, actor, action, target, since, until))
+    from appliance.app.audit import AuditFilter, entries as read_entries
+
+    entries = read_entries(c.session(), AuditFilter(actor, action, target, since, until))
     if limit:
         entries = entries[-limit:]
     if as_json:
@@ -709,17 +870,11 @@ def audit_show(c: Ctx, actor, action, target, since, until, limit: int, as_json:
 @click.pass_obj
 def audit_export(c: Ctx, actor, action, target, since, until, out_path: Path | None) -> None:  # noqa: ANN001
     """Export decrypted entries as JSONL for an auditor (the export is plaintext: handle it as such)."""
-    from appliance.config import current_actor
+    from appliance.app.audit import AuditFilter, export
 
-    v = c.vault()
-    lines = [json.dumps(e.to_dict(), sort_keys=True, default=str) for e in _filtered_entries(c, actor, action, target, since, until)]
-    v.audit.append(current_actor(), "audit.export", None, entries=len(lines), destination=str(out_path) if out_path else "stdout")
-    data = "\n".join(lines) + ("\n" if lines else "")
+    data = export(c.session(), AuditFilter(actor, action, target, since, until), out_path)
     if out_path:
-        from appliance.vault.atomic import atomic_write
-
-        atomic_write(out_path, data.encode())
-        err.print(f"exported {len(lines)} entries to {out_path}")
+        err.print(f"exported {data.count(chr(10))} entries to {out_path}")
     else:
         click.echo(data, nl=False)
 
@@ -729,29 +884,40 @@ def _say(msg: str) -> None:
     err.print(f"[dim]{escape(msg)}[/]")
 
 
-def _print_candidate_report(version_id: str, r: dict[str, Any]) -> None:
+def _print_candidate_report(version_id: str, r: Any) -> None:
+    """A candidate report (:class:`appliance.approvals.reports.CandidateReport`, or its stored JSON)."""
+    from appliance.approvals.reports import CandidateReport
+
+    r = r if isinstance(r, CandidateReport) else CandidateReport.model_validate(r)
     pct = lambda x: "-" if x is None else f"{x:.0%}"  # noqa: E731
-    out.print(f"{version_id} vs serving {r.get('reference') or '(none)'}: probes {r['probes']}; retention {pct(r['retention'])} "
-              f"(old accuracy {pct(r['old_accuracy']['reference'])} → {pct(r['old_accuracy']['candidate'])}), "
-              f"acquisition {pct(r['acquisition'])}, superseded values {pct(r['superseded']['reference'])} → "
-              f"{pct(r['superseded']['candidate'])}")
-    if r.get("per_document"):
+    out.print(f"{version_id} vs serving {r.reference or '(none)'}: probes {r.probes}; retention {pct(r.retention)} "
+              f"(old accuracy {pct(r.old_accuracy.reference)} → {pct(r.old_accuracy.candidate)}), "
+              f"acquisition {pct(r.acquisition)}, superseded values {pct(r.superseded.reference)} → "
+              f"{pct(r.superseded.candidate)}")
+    if r.per_document:
         table = Table("document", "probes", "serving", "candidate", "delta")
-        for d, x in r["per_document"].items():
-            table.add_row(d, str(x["probes"]), pct(x["reference"]), pct(x["candidate"]),
-                          "-" if x["delta"] is None else f"{x['delta'] * 100:+.0f} pts")
+        for d, x in r.per_document.items():
+            table.add_row(d, str(x.probes), pct(x.reference), pct(x.candidate),
+                          "-" if x.delta is None else f"{x.delta * 100:+.0f} pts")
         out.print(table)
 
 
-def _print_forget_report(r: dict[str, Any]) -> None:
-    out.print(f"forgotten {r['doc_id']}: {r['forgotten_probes']} probe(s) answered {r['forgotten_answered_before']:.0%} by "
-              f"{r['reference']} → {r['forgotten_answered_after']:.0%} by the candidate; other documents: "
-              f"{r['retained_probes']} probes, accuracy {r['retained_accuracy']['reference']} → {r['retained_accuracy']['candidate']}, "
-              f"retention {r['retention']}")
+def _print_forget_report(r: Any) -> None:
+    """A forgetting report (:class:`appliance.approvals.reports.ForgetReport`)."""
+    out.print(f"forgotten {r.doc_id}: {r.forgotten_probes} probe(s) answered {r.forgotten_answered_before:.0%} by "
+              f"{r.reference} → {r.forgotten_answered_after:.0%} by the candidate; other documents: "
+              f"{r.retained_probes} probes, accuracy {r.retained_accuracy.reference} → {r.retained_accuracy.candidate}, "
+              f"retention {r.retention}")
+
+
+def _update_methods() -> list[str]:
+    from appliance.policy import UPDATE_METHODS
+
+    return list(UPDATE_METHODS)
 
 
 @cli.command("update")
-@click.option("--method", type=click.Choice(["ties", "linear", "dare", "dare_ties", "sequential", "retrain"]), default="ties",
+@click.option("--method", type=click.Choice(_update_methods()), default="ties",
               show_default=True, help="Merge method for the new task vector, or a full retrain (the fallback).")
 @click.option("--density", type=float, help="Share of each task vector kept by TIES/DARE (default 0.3 TIES, 0.5 DARE).")
 @click.option("--doc", "doc_ids", multiple=True, help="Only these documents (default: every new or changed one).")
@@ -765,16 +931,13 @@ def _print_forget_report(r: dict[str, Any]) -> None:
 def update_cmd(c: Ctx, method: str, density: float | None, doc_ids: tuple[str, ...], epochs: int | None, generator: str,
                replay: float, no_eval: bool, as_json: bool) -> None:
     """New or changed documents → reflections → task vector → merged CANDIDATE memory (not served until approved)."""
-    from dataclasses import replace
+    from appliance.app.memory import update
 
-    from appliance.memory.update import run_update
-
-    v = c.vault()
-    params = replace(v.settings.train, epochs=epochs) if epochs else v.settings.train
+    session = c.session()
     with progress_bar("update") as bar:
         task = bar.add_task("train", total=None, rate="")
-        result = run_update(v, method, density, set(doc_ids) or None, params, generator, progress=_train_bar(bar, task),
-                            message=_say, evaluate=not no_eval, replay=replay)
+        result = update(session, method, density, set(doc_ids) or None, epochs, generator, progress=_train_bar(bar, task),
+                        message=_say, evaluate=not no_eval, replay=replay)
     if as_json:
         return emit_json(result.to_dict())
     out.print(f"candidate {result.candidate.id} ({method}) from {len(result.documents)} document(s), {result.pairs} pairs"
@@ -826,24 +989,23 @@ def _approver_key(path: Path):  # noqa: ANN202
 @click.pass_obj
 def approvals_list(c: Ctx, show_all: bool, as_json: bool) -> None:
     """Versions waiting for approval (or all), with their evaluation and signatures."""
-    from appliance.approvals.records import enforced, pending, state
-    from appliance.memory.versions import list_versions
+    from appliance.app.serving import enforced, reviews
 
-    v = c.vault()
-    versions = list_versions(v) if show_all else pending(v)
-    states = [state(v, x.id) for x in versions]
+    session = c.session()
+    items = reviews(session, show_all)
+    gated = enforced(session)
     if as_json:
-        return emit_json({"enforced": enforced(v), "versions": [s.to_dict() for s in states]})
-    if not enforced(v):
+        return emit_json({"enforced": gated, "versions": [r.state.to_dict() for r in items]})
+    if not gated:
         err.print("[yellow]open mode:[/] no approver is named in policy, so promotion needs no signature (see policies/approvers.yaml)")
     table = Table("id", "status", "method", "created", "retention", "acquisition", "superseded", "approved by", "rejected by", "ready")
-    for x, s in zip(versions, states):
-        ev = x.metrics.get("candidate_eval") or {}
-        fr = x.metrics.get("forget_report") or {}
-        table.add_row(x.id, x.status, x.method, x.created_at, str(ev.get("retention", fr.get("retention", ""))),
-                      str(ev.get("acquisition", "")), str((ev.get("superseded") or {}).get("candidate", "")),
-                      ", ".join(s.approved_by), ", ".join(s.rejected_by),
-                      "yes" if s.satisfied else f"{len(s.approved_by)}/{s.required}" + (" !" if s.rule_problems or s.invalid else ""))
+    blank = lambda x: "" if x is None else str(x)  # noqa: E731
+    for r in items:
+        x, st, ev = r.version, r.state, r.version.evaluation
+        table.add_row(x.id, x.status, x.method, x.created_at, blank(ev.retention),
+                      blank(ev.candidate_eval.acquisition if ev.candidate_eval else None), blank(ev.superseded),
+                      ", ".join(st.approved_by), ", ".join(st.rejected_by),
+                      "yes" if st.satisfied else f"{len(st.approved_by)}/{st.required}" + (" !" if st.rule_problems or st.invalid else ""))
     out.print(table)
 
 
@@ -854,31 +1016,32 @@ def approvals_list(c: Ctx, show_all: bool, as_json: bool) -> None:
 @click.pass_obj
 def approvals_show(c: Ctx, version_id: str, outcomes: bool, as_json: bool) -> None:
     """A version's evaluation report, approval records (each verified) and what is still missing."""
-    from appliance.approvals.records import records, state
-    from appliance.memory.versions import get_version
+    from appliance.app.serving import review
 
-    v = c.vault()
-    version = get_version(v, version_id)
-    st = state(v, version_id)
-    recs = records(v, version_id)
+    r = review(c.session(), version_id)
+    version, st, recs = r.version, r.state, r.records
     if as_json:
-        return emit_json({"version": version.to_dict(), "state": st.to_dict(), "records": [r.to_dict() for r in recs]})
-    lin = version.lineage
+        return emit_json({"version": {"id": version.id, "parent": version.parent, "base_model": version.base_model,
+                                      "method": version.method, "status": version.status, "created_at": version.created_at,
+                                      "created_by": version.created_by, "lineage": version.lineage.model_dump(exclude_unset=True),
+                                      "metrics": version.metrics},
+                          "state": st.to_dict(), "records": [x.to_dict() for x in recs]})
+    lin, ev = version.lineage, version.evaluation
     out.print(f"{version_id}: {version.status}, {version.method}, parent {version.parent or '-'}, by {version.created_by} at {version.created_at}")
-    if lin.get("merge"):
-        m = lin["merge"]
-        out.print(f"merge: {m['method']} (peft {m['peft_combination_type']}, density {m['density']}) of {', '.join(m['old'])} + task vector {m['task_vector']}")
-    if lin.get("update_documents"):
-        out.print(f"documents: {', '.join(lin['update_documents'])}")
-    if version.metrics.get("candidate_eval"):
-        _print_candidate_report(version_id, version.metrics["candidate_eval"])
+    if lin.merge:
+        m = lin.merge
+        out.print(f"merge: {m.method} (peft {m.peft_combination_type}, density {m.density}) of {', '.join(m.old)} + task vector {m.task_vector}")
+    if lin.update_documents:
+        out.print(f"documents: {', '.join(lin.update_documents)}")
+    if ev.candidate_eval:
+        _print_candidate_report(version_id, ev.candidate_eval)
         if outcomes:
-            for name, outs in version.metrics.get("candidate_eval_outcomes", {}).items():
+            for name, outs in version.outcomes.items():
                 for o in outs:
-                    out.print(f"{'[green]✓[/]' if o['ok'] else '[red]✗[/]'} {escape(f'[{name}]')} {escape(o['question'])}  gold: {escape(o['gold'])}\n    → {escape(o['answer'][:140])}")
-    if version.metrics.get("forget_report"):
-        _print_forget_report(version.metrics["forget_report"])
-    if not version.metrics.get("candidate_eval") and not version.metrics.get("forget_report"):
+                    out.print(f"{'[green]✓[/]' if o.ok else '[red]✗[/]'} {escape(f'[{name}]')} {escape(o.question)}  gold: {escape(o.gold)}\n    → {escape(o.answer[:140])}")
+    if ev.forget_report:
+        _print_forget_report(ev.forget_report)
+    if ev.empty:
         out.print(f"no evaluation report: memo approvals evaluate {version_id}")
     for r in recs:
         mark = "[green]valid[/]" if r.valid else f"[red]INVALID[/] ({escape(r.problem or '')})"
@@ -896,25 +1059,20 @@ def approvals_show(c: Ctx, version_id: str, outcomes: bool, as_json: bool) -> No
 @click.pass_obj
 def approvals_evaluate(c: Ctx, version_id: str, reference: str | None, new_docs: tuple[str, ...]) -> None:
     """(Re-)evaluate a version against the serving memory: retention, acquisition, superseded values."""
-    from appliance.memory.update import evaluate_candidate
+    from appliance.app.memory import evaluate_candidate
 
-    v = c.vault()
-    report = evaluate_candidate(v, version_id, reference, set(new_docs) or None, progress=_say)
-    _print_candidate_report(version_id, report)
+    report = evaluate_candidate(c.session(), version_id, reference, set(new_docs) or None, progress=_say)
+    _print_candidate_report(version_id, report.evaluation.candidate_eval)
 
 
 def _decide(c: Ctx, version_id: str, key: Path, decision: str, comment: str, promote: bool, as_json: bool) -> None:
-    from appliance.approvals.records import decide, promote as promote_fn, state
+    from appliance.app.serving import decide
 
-    v = c.vault()
-    rec = decide(v, version_id, _approver_key(key), decision, comment=comment)
-    st = state(v, version_id)
-    promoted_now = None
-    if decision == "approve" and promote and st.satisfied:
-        _say(f"{version_id} has its approvals: exporting and promoting")
-        promoted_now = promote_fn(v, version_id)
+    done = decide(c.session(), version_id, _approver_key(key), decision, comment=comment, promote_when_complete=promote)
+    rec, st = done.record, done.state
+    promoted_now = done.promoted or None
     if as_json:
-        return emit_json({"record": rec.to_dict(), "state": st.to_dict(), "promoted": promoted_now is not None})
+        return emit_json({"record": rec.to_dict(), "state": st.to_dict(), "promoted": done.promoted})
     past = "approved" if decision == "approve" else "rejected"
     out.print(f"{past} {version_id} as {rec.principal} (signature recorded and audited); "
               f"{len(st.approved_by)} of {st.required} approval(s)")
@@ -933,7 +1091,7 @@ def _decide(c: Ctx, version_id: str, key: Path, decision: str, comment: str, pro
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def approvals_approve(c: Ctx, version_id: str, key: Path, comment: str, promote: bool, as_json: bool) -> None:
-    """Sign an approval of a version as MEMO_ACTOR (or the OS user); promotes when complete."""
+    """Sign an approval of a version as yourself (whose slot unlocked); promotes when complete."""
     _decide(c, version_id, key, "approve", comment, promote, as_json)
 
 
@@ -953,9 +1111,9 @@ def approvals_reject(c: Ctx, version_id: str, key: Path, comment: str, as_json: 
 @click.pass_obj
 def rollback_cmd(c: Ctx, version_id: str) -> None:
     """Serve again a version that served before (its approvals are verified again)."""
-    from appliance.approvals.records import rollback
+    from appliance.app.serving import rollback
 
-    previous = rollback(c.vault(), version_id)
+    previous = rollback(c.session(), version_id)
     out.print(f"{version_id} is the serving memory again (was: {previous or 'none'})")
 
 
@@ -989,10 +1147,10 @@ def api_token() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def api_token_add(c: Ctx, user: str, expires_days: float | None, as_json: bool) -> None:
-    """Create a token for USER; it is printed once and cannot be shown again."""
-    from appliance.api.tokens import create_token
+    """Create a token for principal USER (it acts with their roles); printed once, never shown again."""
+    from appliance.app.tokens import add
 
-    new = create_token(c.vault(), user, expires_days)
+    new = add(c.session(), user, expires_days)
     if as_json:
         emit_json({**new.info.to_dict(), "token": new.token})
         return
@@ -1005,9 +1163,9 @@ def api_token_add(c: Ctx, user: str, expires_days: float | None, as_json: bool) 
 @click.pass_obj
 def api_token_list(c: Ctx, as_json: bool) -> None:
     """Tokens with their user, dates and status (never the secret)."""
-    from appliance.api.tokens import list_tokens
+    from appliance.app.tokens import tokens
 
-    infos = list_tokens(c.vault())
+    infos = tokens(c.session())
     if as_json:
         emit_json([i.to_dict() for i in infos])
         return
@@ -1022,43 +1180,74 @@ def api_token_list(c: Ctx, as_json: bool) -> None:
 @click.pass_obj
 def api_token_revoke(c: Ctx, token_id: str) -> None:
     """Revoke a token by id; a running server refuses it from its next request."""
-    from appliance.api.tokens import revoke_token
+    from appliance.app.tokens import revoke
 
-    info = revoke_token(c.vault(), token_id)
+    info = revoke(c.session(), token_id)
     out.print(f"revoked token {info.id} of {escape(info.user)}")
 
 
+@api_group.group("tls")
+def api_tls() -> None:
+    """The API's TLS certificate, kept encrypted in the vault (`memo serve --tls-vault`)."""
+
+
+@api_tls.command("import")
+@click.option("--cert", "cert", required=True, type=click.Path(path_type=Path), help="PEM certificate (chain).")
+@click.option("--key", "key", required=True, type=click.Path(path_type=Path), help="PEM private key (unencrypted); destroy the file afterwards.")
+@click.pass_obj
+def api_tls_import(c: Ctx, cert: Path, key: Path) -> None:
+    """Store a certificate and its key in the vault (checked: parses, not expired, key matches)."""
+    from appliance.app.vault import import_tls
+
+    material = import_tls(c.session(), cert, key)
+    out.print(f"stored TLS certificate {escape(material.describe())} in the vault; you may now destroy {key}")
+
+
 @cli.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; tokens travel in clear, so keep it local or behind TLS.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; off loopback, serve TLS.")
 @click.option("--port", type=int, default=8750, show_default=True)
 @click.option("--endpoint", default="local", show_default=True, help="Policy endpoint of the executive model.")
 @click.option("--memory", "memory_version", help="Memory version to serve (default: the promoted one).")
-@click.option("--hops", type=click.IntRange(0, 4), default=1, show_default=True, help="Follow-up rounds for multi-hop questions.")
+@click.option("--hops", type=click.IntRange(0, 1), default=1, show_default=True, help="1: ask a multi-hop question's bridges when the memory is unsure; 0: ask it once.")
+@click.option("--tls-cert", type=click.Path(path_type=Path), help="Serve HTTPS with this PEM certificate (with --tls-key).")
+@click.option("--tls-key", type=click.Path(path_type=Path), help="The certificate's PEM private key.")
+@click.option("--tls-vault", is_flag=True, help="Serve HTTPS with the certificate stored by `memo api tls import`.")
+@click.option("--tls-client-ca", type=click.Path(path_type=Path), help="Require client certificates signed by this CA (PEM).")
 @click.pass_obj
-def serve(c: Ctx, host: str, port: int, endpoint: str, memory_version: str | None, hops: int) -> None:
+def serve(c: Ctx, host: str, port: int, endpoint: str, memory_version: str | None, hops: int, tls_cert: Path | None,
+          tls_key: Path | None, tls_vault: bool, tls_client_ca: Path | None) -> None:
     """Serve the HTTP API (OpenAI-compatible /v1/chat/completions, /v1/ask) until SIGINT/SIGTERM."""
     import ipaddress
 
+    from appliance.api import tls
     from appliance.api.server import ApiServer, serve_until_signalled
-    from appliance.config import current_actor
+    from appliance.app.serving import open_api
     from appliance.executive.agent import ExecutiveParams
-    from appliance.executive.session import open_executive
 
-    v = c.vault()
-    executive = open_executive(v, endpoint, memory_version, ExecutiveParams(max_hops=hops))
+    if bool(tls_cert) != bool(tls_key) or (tls_vault and tls_cert) or (tls_client_ca and not (tls_cert or tls_vault)):
+        raise MemoError("TLS needs --tls-cert FILE with --tls-key FILE, or --tls-vault (and --tls-client-ca only with one of them)")
+    session = c.session()
+    v = session.vault
+    executive = open_api(session, endpoint, memory_version, ExecutiveParams(max_hops=hops))
+    context = None
+    if tls_cert or tls_vault:
+        material = tls.from_vault(v) if tls_vault else tls.from_files(tls_cert, tls_key)  # type: ignore[arg-type]
+        context = tls.server_context(material, tls_client_ca)
     try:
-        server = ApiServer(v, executive, host, port, log=lambda line: err.print(escape(line)))
+        server = ApiServer(session, executive, host, port, log=lambda line: err.print(escape(line)), tls=context)
     except OSError as exc:
         raise MemoError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port or --host") from None
     try:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = host == "localhost"
-    if not loopback:
-        err.print(f"[yellow]warning:[/] listening on {host}: bearer tokens and answers cross the network unencrypted; put a TLS proxy in front")
-    actor = current_actor()
+    if not loopback and context is None:
+        err.print(f"[yellow]warning:[/] listening on {host} without TLS: bearer tokens and answers cross the network "
+                  "unencrypted; serve with --tls-cert/--tls-key or --tls-vault")
+    actor = session.principal
     v.audit.append(actor, "api.serve.start", executive.memory_version, host=host, port=server.server_address[1],
-                   executive=executive.executive_model.identity, memory=executive.memory_model.identity)
+                   executive=executive.executive_model.identity, memory=executive.memory_model.identity,
+                   tls=context is not None, client_certificates=tls_client_ca is not None)
     try:
         serve_until_signalled(server, lambda url: err.print(f"memo API on {url} (memory {executive.memory_version}); Ctrl-C stops"))
     finally:
@@ -1073,21 +1262,17 @@ def policy_group() -> None:
 
 
 @policy_group.command("check")
-@click.option("--record", is_flag=True, help="Also unlock the vault and audit the policy set if it changed (policy.changed).")
+@click.argument("directory", required=False, type=click.Path(path_type=Path, file_okay=False))
+@click.option("--record", is_flag=True, help="Also unlock the vault and audit the pinned set if it changed (policy.changed).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def policy_check(c: Ctx, record: bool, as_json: bool) -> None:
-    """Validate every policy file and the rules that span files; exit 1 naming FILE:LINE: FIELD on a problem."""
-    from appliance.policy import load_policy, problems
+def policy_check(c: Ctx, directory: Path | None, record: bool, as_json: bool) -> None:
+    """Validate the installed policy files (or DIR) and the rules that span files; exit 1 naming FILE:LINE: FIELD."""
+    from appliance.app import policy as policy_app
 
-    settings = c.settings
-    policy = load_policy(settings)  # a schema error raises: one line, file:line: field
-    found = problems(policy)
+    policy, found = policy_app.check(directory or c.settings.policies_dir)  # a schema error raises: one line, file:line: field
     if record and not found:
-        from appliance.config import current_actor
-        from appliance.policy.audit import note_policy
-
-        note_policy(c.vault(), policy, current_actor())
+        policy_app.record(c.session())
     if as_json:
         emit_json({"ok": not found, "directory": str(policy.directory), "digest": policy.digest,
                    "files": policy.file_digests, "problems": found})
@@ -1103,28 +1288,40 @@ def policy_check(c: Ctx, record: bool, as_json: bool) -> None:
         sys.exit(1)
 
 
+@policy_group.command("pin")
+@click.argument("directory", required=False, type=click.Path(path_type=Path, file_okay=False))
+@click.pass_obj
+def policy_pin(c: Ctx, directory: Path | None) -> None:
+    """Make DIR's policy files (default: the installed ones) the set in force for this vault (administrators; audited)."""
+    from appliance.app.policy import pin
+
+    source = directory or c.settings.policies_dir
+    p = pin(c.session(), source)
+    out.print(f"pinned {len(p.files)} file(s) from {source}, digest {p.digest[:16]}: now in force "
+              f"(roles {'enforced' if p.enforced else 'not enforced (open mode)'}); editing the files changes nothing until "
+              "they are pinned again")
+
+
 @policy_group.command("show")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def policy_show(c: Ctx, as_json: bool) -> None:
-    """The merged policy in force: files and digests, principals, endpoints, approval gates, schedules, retention."""
-    from appliance.policy import PERMISSIONS, load_policy
+    """The policy set in force (pinned in the vault; with no vault yet, the installed set `memo init` pins)."""
+    from appliance.app.policy import describe, show
+    from appliance.policy import load_policy
+    from appliance.vault.store import Vault
 
-    p = load_policy(c.settings)
-    data = {
-        "directory": str(p.directory), "digest": p.digest, "files": p.file_digests,
-        "access": {"enforce": p.enforced},
-        "principals": [{**pr.model_dump(), "may": sorted({a for r in pr.roles for a in PERMISSIONS[r]}),
-                        "file": str(p.origin.get(f"principal:{pr.name}"))} for pr in p.principals],
-        "endpoints": [{**ep.model_dump(exclude={"description"}), "file": str(p.file_of(ep))} for ep in p.endpoints],
-        "approval": p.approval_rules.model_dump(),
-        "schedules": p.schedules.model_dump() if p.schedules else None,
-        "retention": p.retention.model_dump(),
-    }
+    if Vault.exists(c.settings):
+        session = c.session()
+        data = show(session)
+        p = load_policy(session.vault.settings)
+    else:
+        p = load_policy(c.settings.policies_dir)
+        data = describe(p)
     if as_json:
         emit_json(data)
         return
-    out.print(f"[bold]policies[/] {p.directory}  digest {p.digest[:16]}")
+    out.print(f"[bold]policies[/] {'pinned from ' if p.pinned else 'installed, not pinned: '}{p.directory}  digest {p.digest[:16]}")
     for name, digest in sorted(p.file_digests.items()):
         out.print(f"  {name}  sha256 {digest[:16]}")
     out.print(f"[bold]roles[/] {'enforced' if p.enforced else 'not enforced (open mode)'}")
@@ -1152,31 +1349,16 @@ def policy_show(c: Ctx, as_json: bool) -> None:
               f"audit: kept {r.audit.keep}, archived every {r.audit.archive_every}s to {r.audit.archive_dir}")
 
 
-def _require(c: Ctx, *actions: str):  # noqa: ANN202
-    """The policy in force, refusing unless the acting principal may do one of ``actions``."""
-    from appliance.config import current_actor
-    from appliance.policy import load_policy
-    from appliance.vault.store import Vault
-
-    if not Vault.exists(c.settings):
-        raise MemoError(f"no appliance at {c.settings.home}; create it with `memo init` (or set MEMO_HOME)")
-
-    policy = load_policy(c.settings)
-    actor = current_actor()
-    if not any(policy.may(actor, a) for a in actions):
-        policy.require(actor, actions[0])
-    return policy, actor
-
-
 @cli.command("daemon")
 @click.option("--exit-after", type=float, help="Stop after this many seconds (tests, maintenance windows).")
 @click.pass_obj
 def daemon_cmd(c: Ctx, exit_after: float | None) -> None:
-    """Run the scheduled jobs of policies/schedules.yaml until SIGTERM (systemd: packaging/systemd/memo-daemon.service)."""
+    """Run the scheduled jobs of the policy in force until SIGTERM, as the daemon account (systemd: packaging/systemd/memo-daemon.service)."""
+    from appliance.app.session import Session
     from appliance.scheduler.daemon import Daemon
 
-    _require(c, "operate")
-    Daemon(c.vault(), log=lambda m: err.print(escape(m))).run(exit_after)
+    session: Session = c.session()
+    Daemon(Session.of(session.vault, "daemon"), log=lambda m: err.print(escape(m))).run(exit_after)
 
 
 @cli.group("jobs")
@@ -1188,25 +1370,10 @@ def jobs_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def jobs_list(c: Ctx, as_json: bool) -> None:
-    """Jobs of the policy with their schedule, state, next and last run (no unlock needed)."""
-    from datetime import datetime, timezone
+    """Jobs of the policy with their schedule, state, next and last run."""
+    from appliance.app.jobs import jobs
 
-    from appliance.scheduler.runs import RunStore
-
-    policy, _ = _require(c, "operate", "audit")
-    runs = RunStore(c.settings.home)
-    paused, nxt = runs.paused(), runs.next_run_times()
-    running = {r["job"]: r for r in runs.running()}
-    rows = []
-    for j in policy.schedules.jobs if policy.schedules else []:
-        last = runs.last(j.name)
-        when = nxt.get(j.name)
-        rows.append({"name": j.name, "task": j.task, "schedule": f"every {j.every}s" if j.every else f"cron {j.cron}",
-                     "state": "disabled" if not j.enabled else "paused" if j.name in paused else
-                     "running" if j.name in running else "scheduled",
-                     "next_run": datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="seconds") if when else None,
-                     "progress": running[j.name]["progress"] if j.name in running else None,
-                     "last": {k: last[k] for k in ("id", "status", "started_at", "finished_at", "error")} if last else None})
+    rows = jobs(c.session())
     if as_json:
         emit_json(rows)
         return
@@ -1223,11 +1390,10 @@ def jobs_list(c: Ctx, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def jobs_run(c: Ctx, name: str, as_json: bool) -> None:
-    """Run a job now in this shell (a training waits for no one: refused while another one runs)."""
-    from appliance.scheduler.daemon import Runner
+    """Run a job now in this shell, as yourself (a training waits for no one: refused while another one runs)."""
+    from appliance.app.jobs import run
 
-    _, actor = _require(c, "operate")
-    result = Runner(c.vault(), actor=actor, log=lambda m: err.print(escape(m))).run(name, "manual")
+    result = run(c.session(), name, log=lambda m: err.print(escape(m)))
     if as_json:
         emit_json(result)
     else:
@@ -1238,18 +1404,9 @@ def jobs_run(c: Ctx, name: str, as_json: bool) -> None:
 
 
 def _set_paused(c: Ctx, name: str, paused: bool) -> None:
-    from appliance.scheduler.daemon import Runner
-    from appliance.scheduler.runs import RunStore
+    from appliance.app.jobs import set_paused
 
-    policy, actor = _require(c, "operate")
-    Runner.job_spec(policy, name)  # a job of the policy, or one line naming the file
-    v = c.vault()
-    from appliance.policy.audit import note_policy
-
-    note_policy(v, policy, actor)
-    RunStore(c.settings.home).set_paused(name, paused, actor)
-    v.audit.append(actor, "job.pause" if paused else "job.resume", name)
-    out.print(f"{name}: {'paused (a running daemon applies it within seconds)' if paused else 'resumed'}")
+    out.print(set_paused(c.session(), name, paused))
 
 
 @jobs_group.command("pause")
@@ -1275,10 +1432,9 @@ def jobs_resume(c: Ctx, name: str) -> None:
 @click.pass_obj
 def jobs_history(c: Ctx, job: str | None, limit: int, as_json: bool) -> None:
     """Past runs: trigger (scheduled, manual, resume), status, times, one-line error."""
-    from appliance.scheduler.runs import RunStore
+    from appliance.app.jobs import history
 
-    _require(c, "operate", "audit")
-    rows = RunStore(c.settings.home).history(job, limit)
+    rows = history(c.session(), job, limit)
     if as_json:
         emit_json(rows)
         return
@@ -1361,17 +1517,23 @@ def bench(corpus: Path, questions_file: Path, systems: str, work: Path, out_dir:
     if as_json:
         return emit_json(run.results)
     out.print(run.table)
+    if run.results.get("diagnosis"):
+        from appliance.memory.diagnosis import Diagnosis, KindRow, diagnosis_table
+
+        d = dict(run.results["diagnosis"])
+        d["per_kind"] = [KindRow(**r) for r in d["per_kind"]]
+        out.print(diagnosis_table(Diagnosis(**d)))
     out.print(f"predictions: {run.predictions_path}\nresults: {run.results_path}")
 
 
 @cli.command("gui")
 @click.pass_obj
 def gui_cmd(c: Ctx) -> None:
-    """Open the desktop console (PySide6); unlocks with --key-file / MEMO_PASSPHRASE / MEMO_KEY_FILE, else asks."""
+    """Open the desktop console (PySide6); unlocks with --user and --key-file / MEMO_PASSPHRASE / MEMO_KEY_FILE, else asks who you are."""
     from gui.app import main as gui_main
 
     secret = c.secret(allow_prompt=False)
-    sys.exit(gui_main(c.settings.home, secret.key_file, secret.passphrase))
+    sys.exit(gui_main(c.settings.home, secret.key_file, secret.passphrase, c.user))
 
 
 def main() -> None:

@@ -10,6 +10,11 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from appliance.actor import current_actor
+
+__all__ = ["ChunkingParams", "IngestParams", "KdfParams", "PinnedPolicies", "ReflectParams", "Settings", "TrainParams",
+           "current_actor", "default_home"]
+
 
 def default_home() -> Path:
     env = os.environ.get("MEMO_HOME")
@@ -48,40 +53,73 @@ class IngestParams:
 
 @dataclass(frozen=True)
 class ReflectParams:
-    """How much the generator is asked per fact; sized so a 2-core box reflects a wiki in minutes."""
+    """How much the generator is asked per fact; sized so a 2-core box reflects a wiki in minutes.
 
-    spans_per_fact: int = 2
-    paraphrases: bool = True
-    entity_facts: int = 3
-    relations_per_entity: int = 2
-    max_relation_units: int = 150
+    Every fact gets the structural template wordings plus ``generated_wordings`` questions the
+    generator samples at ``question_temperature``; one paraphrase at ``paraphrase_temperature``
+    (another prompt and seed) is held out as its probe.
+    """
+
+    facts_per_unit: int = 24
+    generated_wordings: int = 2
+    composed_generated_wordings: int = 0
+    question_temperature: float = 0.7
+    paraphrase_temperature: float = 0.9
+    probe_attempts: int = 3
     question_max_tokens: int = 40
-    paraphrase_temperature: float = 0.8
+    compositions_per_fact: int = 6
+    compositions_per_entity: int = 24
+    max_compositions: int = 600
+    negatives_per_entity: int = 2  # unanswerable questions per entity ("unknown"): see reflect/negatives.py
+    negatives_ratio: float = 0.2  # at most this share of the facts' count
     seed: int = 1125
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    """Memory training. LoRA on every projection (the paper's variant: r=16, alpha=32); a small
-    corpus needs more epochs and a higher rate than the paper's large one to be memorised."""
+    """Memory training. Exposures per fact are what make a small model remember: several wordings
+    per fact (reflections) times the epochs here. Training stops on held-out recall (probes): after
+    ``min_epochs``, when an epoch reaches ``target_recall`` or ``patience`` epochs gain less than
+    ``min_gain``; ``epochs`` is the ceiling. LoRA on every projection at a high rank, or full
+    fine-tuning (``method``, ``full_learning_rate``)."""
 
     method: str = "lora"  # lora | full
-    rank: int = 16
-    alpha: int = 32
+    rank: int = 64
+    alpha: int = 64
     dropout: float = 0.0
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     learning_rate: float = 1e-3
-    full_learning_rate: float = 5e-5
-    weight_decay: float = 0.01
+    full_learning_rate: float = 1e-4
+    weight_decay: float = 0.0
     warmup_ratio: float = 0.05
-    epochs: int = 8
-    batch_size: int = 8
-    max_length: int = 192
+    epochs: int = 12
+    min_epochs: int = 3
+    target_recall: float = 0.97
+    patience: int = 2
+    min_gain: float = 0.01
+    eval_probes: int = 160  # held-out probes asked after each epoch (a sample when there are more)
+    eval_training: int = 48  # training questions asked beside them (training recall)
+    batch_size: int = 16
+    autocast: str = "auto"  # auto: bfloat16 matrix products where the CPU/GPU has them; off: float32
+    max_seconds: float = 0.0  # a wall-time budget for the run (0: none); it then stops at the first step past it
+    max_length: int = 128
     seed: int = 1125
-    checkpoint_every: int = 20
-    # CPU threads; 0: as many cores as are free when training starts (a busy core slows torch ~20x).
-    # Float sums depend on the thread count: a fixed number makes a resumed run match a straight one exactly.
+    checkpoint_every: int = 50
+    # CPU threads; 0: as many cores as are free, re-checked every ``thread_check_every`` steps (a busy
+    # core slows torch ~20x). Float sums depend on the thread count: a fixed number makes a resumed run
+    # match a straight one exactly.
     threads: int = 0
+    thread_check_every: int = 10
+
+
+@dataclass(frozen=True)
+class PinnedPolicies:
+    """The policy set an administrator pinned in the vault: each file's name and bytes, and the
+    folder they were pinned from (where an administrator edits them before pinning again)."""
+
+    origin: Path
+    files: tuple[tuple[str, bytes], ...]
+    problem: str | None = None  # the vault's catalog could not be read: no policy is in force until it can
 
 
 @dataclass(frozen=True)
@@ -92,6 +130,7 @@ class Settings:
     ingest: IngestParams = field(default_factory=IngestParams)
     reflect: ReflectParams = field(default_factory=ReflectParams)
     train: TrainParams = field(default_factory=TrainParams)
+    pinned_policies: PinnedPolicies | None = None  # set by the vault that holds them: then they are in force
 
     @classmethod
     def load(cls, home: Path | str | None = None) -> "Settings":
@@ -105,11 +144,14 @@ class Settings:
         """Where an administrator places extra models (``*.gguf`` files, Hugging Face folders)."""
         return self.home / "models"
 
+    def with_pinned_policies(self, pinned: PinnedPolicies | None) -> "Settings":
+        return replace(self, pinned_policies=pinned)
+
     @property
     def policies_dir(self) -> Path:
-        """Policy files: ``MEMO_POLICIES``, else the source tree's ``policies/``, else ``<home>/policies``.
-
-        Read at each access so a service and the console agree without restarting either.
+        """The installed policy folder: ``MEMO_POLICIES``, else the source tree's ``policies/``, else
+        ``<home>/policies``. It is what ``memo init`` and ``memo policy pin`` read; once a vault holds
+        a pinned set (``pinned_policies``), that set is in force and this folder changes nothing.
         """
         env = os.environ.get("MEMO_POLICIES")
         if env:
@@ -118,16 +160,3 @@ class Settings:
         if (source_tree / "pyproject.toml").is_file() and (source_tree / "policies").is_dir():
             return source_tree / "policies"
         return self.home / "policies"
-
-
-def current_actor() -> str:
-    """Who is acting: ``MEMO_ACTOR`` (set by services and the console) or the OS user."""
-    actor = os.environ.get("MEMO_ACTOR")
-    if actor:
-        return actor
-    try:
-        import getpass
-
-        return getpass.getuser()
-    except Exception:  # no passwd entry in some containers
-        return f"uid:{os.getuid()}"

@@ -21,13 +21,22 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from appliance.app import corpus as corpus_app
+from appliance.app import memory as memory_app
+from appliance.app import qa as qa_app
+from appliance.app import serving as serving_app
+from appliance.app.session import Session, create_vault, open_session
 from appliance.config import Settings
-from appliance.corpus.documents import list_documents
-from appliance.corpus.ingest import ingest
 from appliance.corpus.readers import short_type
 from appliance.errors import MemoError
 from appliance.vault.keys import Secret, generate_key_file
 from appliance.vault.store import Vault
+
+DEMO_PRINCIPAL = "demo"  # the demo vault's administrator: its key file's slot
+
+
+def _session(vault: Vault) -> Session:
+    return Session.of(vault, "demo")
 
 SAMPLE_CORPUS = Path(__file__).parent / "samples" / "halq-wiki"
 DEMO_SLICE = ("hr/travel-policy-2024.md", "hr/travel-policy-2025.md", "hr/org-chart.md", "it/systems-inventory.html")
@@ -49,7 +58,8 @@ def open_demo_vault(demo_dir: Path, fresh: bool = False) -> Vault:
         generate_key_file(key)
     settings = Settings.load(home)
     secret = Secret(key_file=key)
-    return Vault.open(settings, secret) if Vault.exists(settings) else Vault.init(settings, secret)
+    opened = open_session(settings, secret, "demo") if Vault.exists(settings) else create_vault(settings, secret, DEMO_PRINCIPAL, "demo")
+    return opened.vault
 
 
 def _every(console: Console, label: str, started: float):  # noqa: ANN202
@@ -62,14 +72,14 @@ def _every(console: Console, label: str, started: float):  # noqa: ANN202
 
 def ingest_stage(vault: Vault, corpus: Path, console: Console) -> list:
     """Ingest a corpus (unchanged files are skipped) and show its documents."""
-    report = ingest(vault, [corpus])
+    report = corpus_app.ingest(_session(vault), [corpus])
     s = report.summary()
     console.print(
         f"{s['files']} files: {s['added']} added, {s['new_version']} new versions, {s['unchanged']} unchanged, "
         f"{s['duplicate']} exact duplicates, {s['near_duplicates']} near-duplicates, {s['skipped']} skipped, "
         f"{s['chunks']} chunks in {s['seconds']:.1f} s"
     )
-    docs = list_documents(vault)
+    docs = corpus_app.documents(_session(vault))
     table = Table("id", "title", "type", "chunks", "duplicate")
     for d in docs:
         table.add_row(d.id, d.title[:44], short_type(d.media_type), str(d.chunks), d.duplicate_label)
@@ -79,21 +89,28 @@ def ingest_stage(vault: Vault, corpus: Path, console: Console) -> list:
 
 def reflect_stage(vault: Vault, console: Console, doc_ids: set[str] | None = None, generator: str = "local") -> list:
     """Write the reflections still missing (resumable: done units are skipped); return the pairs."""
-    from appliance.llm.connect import open_model
-    from appliance.reflect.generate import reflect, stats
+    from appliance.reflect.generate import stats
     from appliance.reflect.store import load_pairs
 
-    model = open_model(vault, generator, "generator")
+    model = memory_app.open_generator(_session(vault), generator)
     console.print(f"generator: {model.identity}")
     started = time.monotonic()
     progress = _every(console, "unit", started)
-    rep = reflect(vault, model, progress=lambda u, d, t: progress(d, t, f"({u.unit_kind}, {len(u.pairs)} pairs)"), doc_ids=doc_ids)
+    rep = memory_app.reflect(_session(vault), model, progress=lambda u, d, t: progress(d, t, f"({u.unit_kind}, {len(u.pairs)} pairs)"), doc_ids=doc_ids)
     st = stats(vault)
     console.print(f"{rep.generated} units generated now ({rep.skipped_done} already done): {st.pairs} pairs kept, "
                   f"{st.rejected} rejected ({st.rejection_rate:.0%}); kinds: {st.per_kind}")
     pairs = load_pairs(vault, doc_ids)
-    for kind in ("fact", "paraphrase", "current", "relation", "entity"):
-        sample = next((p for p in pairs if p.kind == kind), None)
+    from appliance.memory.diagnosis import coverage
+
+    facts, covered, _ = coverage(vault)
+    trained = [p for p in pairs if p.split == "train"]
+    console.print(f"{len(trained)} training wordings for {covered} of {facts} facts (coverage {covered / max(facts, 1):.0%}), "
+                  f"{len(pairs) - len(trained)} held-out probes")
+    shown = ("wh", "of", "cloze-context", "now", "plain", "reverse-has", "composed-wh", "composed-of", "negative-of")
+    for kind in ("fact", "reverse", "current", "composed", "unknown"):
+        mine = [p for p in pairs if p.kind == kind and p.split == "train"]
+        sample = min(mine, key=lambda p: (p.wording not in shown, len(p.question)), default=None)
         if sample:
             console.print(escape(f"  [{kind}] {sample.question}  →  {sample.answer[:110]}"))
     return pairs
@@ -104,8 +121,7 @@ def memory_stage(vault: Vault, pairs: list, console: Console):  # noqa: ANN201
 
     Returns (version, train_pairs, probes).
     """
-    from appliance.export.pipeline import export_version, promote_version
-    from appliance.memory.train import split_probes, train_memory
+    from appliance.memory.train import split_probes
     from appliance.memory.versions import list_versions, promoted
 
     train_pairs, probes = split_probes(pairs)
@@ -117,19 +133,26 @@ def memory_stage(vault: Vault, pairs: list, console: Console):  # noqa: ANN201
         return done, train_pairs, probes
     started = time.monotonic()
     step_tick = _every(console, "step", started)
-    version = train_memory(vault, train_pairs, progress=lambda si: step_tick(si.step, si.total, f"loss {si.loss:.3f} {si.tokens_per_second:.0f} tok/s"),
-                           lineage_extra={"held_out_probes": len(probes)})
+
+    def on_eval(ev) -> None:  # noqa: ANN001
+        held = "-" if ev.held_out is None else f"{ev.held_out:.0%}"
+        console.print(f"  after epoch {ev.epoch}: held-out recall {held}, training recall {ev.training:.0%}")
+
+    version = memory_app.train(_session(vault), pairs=pairs, on_eval=on_eval,
+                           progress=lambda si: step_tick(si.step, si.total, f"loss {si.loss:.3f} {si.examples_per_second:.1f} examples/s")).version
     m = version.metrics
-    console.print(f"trained {version.id}: loss {m['train_loss_first']} → {m['train_loss_last']} in {m['train_seconds']:.0f} s")
+    exp = m.get("exposures") or {}
+    console.print(f"trained {version.id}: {m['facts']} facts, {m['epochs']} epochs ({m['stopped']}), {exp.get('mean', 0):.0f} "
+                  f"exposures per fact; loss {m['train_loss_first']} → {m['train_loss_last']} in {m['train_seconds']:.0f} s")
 
     console.rule("4. GGUF export")
-    results = export_version(vault, version.id)
+    results = memory_app.export(_session(vault), version.id)
     for t, r in results.items():
         if "refused" in r:
             console.print(f"  {t}: refused: {r['refused']}")
         else:
             console.print(f"  {t}: {r['size'] / 1e6:.0f} MB, llama.cpp vs transformers greedy answers agree {r['answer_agreement']:.0%}")
-    promote_version(vault, version.id)
+    serving_app.promote(_session(vault), version.id)
     console.print(f"{version.id} promoted (was: {current.id if current else 'none'})")
     return version, train_pairs, probes
 
@@ -143,17 +166,17 @@ QUESTIONS_FILE = SAMPLE_CORPUS.parent / "halq-wiki.questions.jsonl"
 def executive_stage(vault: Vault, console: Console, question_ids: tuple[str, ...] = DEMO_QUESTIONS) -> None:
     """The executive answers a few development-set questions through the memory, with their traces."""
 
-    from appliance.executive.session import ask, open_executive, source_titles
+    from appliance.executive.session import source_titles
 
     wanted = {q["id"]: q for q in map(json.loads, QUESTIONS_FILE.read_text().splitlines()) if q["id"] in question_ids}
-    executive = open_executive(vault)
+    executive = serving_app.open_executive(_session(vault))
     console.print(f"executive: {executive.executive_model.identity}; memory: {executive.memory_version}")
     for qid in question_ids:
         q = wanted[qid]
-        trace = ask(vault, executive, q["question"], actor="demo", channel="demo")
+        trace = qa_app.ask(_session(vault), executive, q["question"])
         console.print(escape(f"  Q ({q['kind']}): {q['question']}   [gold: {q['answers'][0]}]"))
         for s in trace.sub_answers:
-            console.print(escape(f"     memory ← {s.question}\n            → {s.answer}"), style="dim")
+            console.print(escape(f"     memory ← {s.question}\n            → {s.answer} ({s.confidence:.2f})"), style="dim")
         titles = source_titles(vault, trace.sources)
         console.print(escape(f"  A: {trace.answer}"), style="bold")
         console.print(escape(f"     sources: {'; '.join(f'{d} {t}' for d, t in titles.items()) or '-'}; {trace.seconds:.1f} s"))
@@ -161,8 +184,9 @@ def executive_stage(vault: Vault, console: Console, question_ids: tuple[str, ...
 
 def run_demo(demo_dir: Path, fresh: bool = False, console: Console | None = None, full: bool = False) -> None:
     from appliance.llm.connect import open_model
-    from appliance.memory.evaluate import ask_memory, evaluate
-    from appliance.memory.serve import SERVE_TYPE, open_memory
+    from appliance.memory.evaluate import evaluate
+    from appliance.memory.recall import Memory
+    from appliance.memory.serve import SERVE_TYPE
     from appliance.memory.versions import promoted
 
     console = console or Console()
@@ -184,22 +208,26 @@ def run_demo(demo_dir: Path, fresh: bool = False, console: Console | None = None
     _, train_pairs, probes = memory_stage(vault, pairs, console)
 
     console.rule("5. answers")
-    memory = open_memory(vault)
-    before = evaluate(open_model(vault, "local", "generator"), probes)
+    memory = serving_app.open_memory(_session(vault))
+    before = evaluate(Memory(open_model(vault, "local", "generator")), probes)
     after = evaluate(memory, probes)
-    console.print(f"held-out paraphrased probes ({after.probes}): untrained base {before.contains:.0%} → memory {after.contains:.0%} "
-                  f"(answer contains the gold value); memory named the right source {after.source_accuracy:.0%}")
-    for q in [p.question for p in probes[:3]] + [p.question for p in train_pairs if p.kind in ("current", "relation")][:2]:
-        answer, sources = ask_memory(memory, [q])[0]
-        console.print(f"  Q: {escape(q)}\n  A: {escape(answer)}  " + escape(f"[sources: {', '.join(sources) or '-'}]"))
-    vault.audit.append("demo", "memory.demo_answers", promoted(vault).id, probes=after.probes, contains=after.contains,
+    console.print(f"held-out probes ({after.probes}, wordings never trained on): untrained base {before.contains:.0%} → "
+                  f"memory {after.contains:.0%} (answer contains the gold value); memory named the right source "
+                  f"{after.source_accuracy:.0%}")
+    shown = [p.question for p in probes[:3]] + [p.question for p in train_pairs if p.kind in ("current", "composed")][:2]
+    for r in memory.ask(shown):
+        console.print(f"  Q: {escape(r.question)}\n  A: {escape(r.answer)}  "
+                      + escape(f"[sources: {', '.join(r.sources) or '-'}; confidence {r.confidence:.2f}]"))
+    vault.audit.append(vault.principal, "memory.demo_answers", promoted(vault).id, probes=after.probes, contains=after.contains,
                        base_contains=before.contains)
 
     console.rule("6. executive")
     executive_stage(vault, console)
 
     console.rule("7. verify")
-    result = vault.verify()
+    from appliance.app.vault import verify
+
+    result = verify(_session(vault))
     if not result.ok:
         raise MemoError("demo vault failed verification: " + "; ".join(result.problems))
     console.print(f"vault OK: {result.checked_files} encrypted files authenticated; audit chain OK ({result.audit['entries']} entries)")

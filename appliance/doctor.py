@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from appliance import __version__
-from appliance.config import Settings, current_actor
+from appliance.config import Settings
 from appliance.errors import MemoError
 from appliance.vault.keys import Secret
 
@@ -565,7 +565,7 @@ def run_doctor(opts: DoctorOptions, progress: Callable[[str], None] | None = Non
     report = DoctorReport(checks)
     if vault is not None:
         try:
-            entry = vault.audit.append(current_actor(), "doctor.run", None, ok=report.ok,
+            entry = vault.audit.append(vault.principal, "doctor.run", None, ok=report.ok,
                                        checks={c.name: c.status for c in checks}, deep=opts.deep)
             report.audit_seq = entry.seq
         except MemoError as exc:

@@ -1,4 +1,4 @@
-"""Benchmark: `memo ask` latency end to end (decompose → memory → follow-up → synthesis).
+"""Benchmark: `memo ask` latency end to end (memory → bridges when unsure → phrasing).
 
     .venv/bin/python -m bench.ask_latency --demo-dir .memo-demo [--questions FILE] [--limit 20]
                                           [--hops 1] [--json bench/results/ask_latency.json]
@@ -49,7 +49,8 @@ def run(demo_dir: Path, questions_file: Path, limit: int, hops: int, endpoint: s
     try:
         shutil.copytree(home, tmp / "home")  # the audit entries of the run stay out of the real vault
         vault = Vault.open(Settings.load(tmp / "home"), Secret(key_file=key))
-        questions = [json.loads(line) for line in questions_file.read_text().splitlines() if line.strip()][:limit]
+        questions = [json.loads(line) for line in questions_file.read_text().splitlines() if line.strip()]
+        questions = questions[:limit] if limit else questions
         started = time.monotonic()
         executive = open_executive(vault, endpoint, params=ExecutiveParams(max_hops=hops))
         load_s = time.monotonic() - started
@@ -61,12 +62,13 @@ def run(demo_dir: Path, questions_file: Path, limit: int, hops: int, endpoint: s
                          **t.timings, **t.tokens})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    stages = ["seconds", "decompose_s", "memory_s", "follow_up_s", "synthesise_s"]
+    stages = ["seconds", "memory_s", "decompose_s", "hops_s", "phrase_s"]
     return {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
         "memory_version": executive.memory_version, "executive": executive.executive_model.identity,
         "memory": executive.memory_model.identity, "questions": len(rows), "hops": hops, "load_s": round(load_s, 2),
-        "stages": {s: _stats([r[s] for r in rows]) for s in stages},
+        "stages": {s: _stats([r.get(s, 0.0) for r in rows]) for s in stages},
+        "by_kind": {k: _stats([r["seconds"] for r in rows if r["kind"] == k]) for k in sorted({r["kind"] for r in rows})},
         "memory_calls_mean": round(statistics.fmean(r["memory_calls"] for r in rows), 2),
         "tokens_mean": {k: round(statistics.fmean(r.get(k, 0) for r in rows), 1)
                         for k in ("executive_prompt", "executive_completion", "memory_prompt", "memory_completion")},
@@ -78,7 +80,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--demo-dir", type=Path, default=Path(".memo-demo"))
     ap.add_argument("--questions", type=Path, default=DEFAULT_QUESTIONS)
-    ap.add_argument("--limit", type=int, default=20)
+    ap.add_argument("--limit", type=int, default=0, help="first N questions (0: all)")
     ap.add_argument("--hops", type=int, default=1)
     ap.add_argument("--executive", default="local")
     ap.add_argument("--json", type=Path, default=Path("bench/results/ask_latency.json"))
@@ -89,6 +91,10 @@ def main() -> None:
     for stage, s in result["stages"].items():
         table.add_row("total" if stage == "seconds" else stage.removesuffix("_s"), f"{s['median_s']:.2f}", f"{s['p95_s']:.2f}", f"{s['mean_s']:.2f}")
     Console().print(table)
+    kinds = Table("question kind", "median s", "p95 s")
+    for kind, s in result["by_kind"].items():
+        kinds.add_row(kind, f"{s['median_s']:.2f}", f"{s['p95_s']:.2f}")
+    Console().print(kinds)
     Console().print(f"memory calls per question {result['memory_calls_mean']}; mean tokens {result['tokens_mean']}; "
                     f"models loaded in {result['load_s']} s")
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -98,7 +98,7 @@ def main() -> None:  # noqa: C901, PLR0915
     from appliance.memory.evaluate import TransformersChat
     from appliance.memory.merge import MergeSpec, TaskVectorModel, load_adapter
     from appliance.memory.model_io import load_base, save_adapter
-    from appliance.memory.train import set_threads, split_probes, train_memory
+    from appliance.memory.train import set_threads, split_probes
     from appliance.memory.versions import create_version
     from appliance.reflect.store import load_pairs
     from appliance.vault.keys import Secret

@@ -1,8 +1,9 @@
 """The memo console: a main window with one tab per job an administrator or compliance officer
 does every day, over the same appliance functions as the `memo` CLI.
 
-``main()`` (behind `memo gui`) opens the vault from the CLI's --home/--key-file (or MEMO_* env)
-when given, else asks with :class:`gui.unlock.UnlockDialog`, then shows :class:`MainWindow`.
+``main()`` (behind `memo gui`) opens the vault from the CLI's --home/--user/--key-file (or MEMO_*
+env) when given, else asks who you are and your passphrase or key file with
+:class:`gui.unlock.UnlockDialog`, then shows :class:`MainWindow` acting as whoever unlocked.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 
 from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QTabWidget
 
-from appliance.config import current_actor
 from gui.state import ConsoleState
 from gui.tabs.approvals import ApprovalsTab
 from gui.tabs.ask import AskTab
@@ -26,12 +26,14 @@ TABS = ("dashboard", "ask", "audit", "approvals", "executives", "jobs")
 
 
 class MainWindow(QMainWindow):
-    """Six tabs sharing one :class:`ConsoleState`; extra keyword arguments go to it (tests inject
-    the executive factory and the file/passphrase askers)."""
+    """Six tabs sharing one :class:`ConsoleState` over ``session`` (an unlocked vault and the person
+    whose slot unlocked it); extra keyword arguments go to the state (tests inject the executive
+    factory and the file/passphrase askers)."""
 
-    def __init__(self, vault: Any, actor: str | None = None, refresh: bool = True, **state_options: Any) -> None:
+    def __init__(self, session: Any, refresh: bool = True, **state_options: Any) -> None:
         super().__init__()
-        self.state = ConsoleState(vault, actor or current_actor(), parent=self, **state_options)
+        self.state = ConsoleState(session, parent=self, **state_options)
+        vault = session.vault
         self.setWindowTitle(f"memo console — {vault.home} (vault {vault.keyring.vault_id[:8]})")
         self.resize(1280, 820)
         self.dashboard = DashboardTab(self.state)
@@ -44,7 +46,8 @@ class MainWindow(QMainWindow):
         for name, tab in zip(TABS, self.tab_widgets()):
             self.tabs.addTab(tab, name.capitalize())
         self.setCentralWidget(self.tabs)
-        self.status = QLabel(f"acting as {self.state.actor} · vault unlocked")
+        roles = ", ".join(self.state.session.roles()) or "no roles"
+        self.status = QLabel(f"acting as {self.state.actor} ({roles}) · vault unlocked")
         self.statusBar().addPermanentWidget(self.status)
         self.state.changed.connect(self._versions_changed)
         if refresh:
@@ -65,12 +68,12 @@ class MainWindow(QMainWindow):
         self._versions_changed("versions")
 
     def _versions_changed(self, what: str) -> None:
-        if what != "versions":
+        if what != "versions" or not self.state.may("memory.list"):
             return
-        from appliance.memory.versions import list_versions
+        from appliance.app.memory import versions
 
-        vault = self.state.vault
-        self.state.runner.start("versions", lambda _p: [v.id for v in list_versions(vault)], self.ask.set_versions)
+        session = self.state.session
+        self.state.runner.start("versions", lambda _p: [v.id for v in versions(session)], self.ask.set_versions)
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         """Stop polling and cancel what runs; a model call in flight finishes in the background."""
@@ -81,23 +84,23 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
 
-def main(home: Path | None = None, key_file: Path | None = None, passphrase: str | None = None) -> int:
+def main(home: Path | None = None, key_file: Path | None = None, passphrase: str | None = None,
+         user: str | None = None) -> int:
     """Open the console; with a key file or passphrase given, skip the unlock dialog."""
-    from gui.unlock import UnlockDialog, open_vault
+    from gui.unlock import UnlockDialog, open_session
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("memo console")
-    vault = None
     if key_file is not None or passphrase:
         from appliance.config import Settings
 
-        vault = open_vault(Settings.load(home), passphrase, key_file)
+        session = open_session(Settings.load(home), user, passphrase, key_file)
     else:
-        dialog = UnlockDialog(home)
-        if dialog.exec() != UnlockDialog.DialogCode.Accepted or dialog.vault is None:
+        dialog = UnlockDialog(home, user=user)
+        if dialog.exec() != UnlockDialog.DialogCode.Accepted or dialog.session is None:
             return 1
-        vault = dialog.vault
-    window = MainWindow(vault)
+        session = dialog.session
+    window = MainWindow(session)
     window.show()
     return app.exec()
 

@@ -1,6 +1,6 @@
-"""What the tabs of one console window share: the unlocked vault, who is acting, the background
-task runner, the executive chosen in the Executives tab, and the functions that ask the user for
-files and passphrases.
+"""What the tabs of one console window share: the session (the unlocked vault and the person whose
+slot unlocked it), the background task runner, the executive chosen in the Executives tab, and the
+functions that ask the user for files and passphrases.
 
 The askers are plain callables so that tests (and the screenshot script) can answer without a
 real dialog; the window's defaults open the usual Qt dialogs. Nothing here is global: each window
@@ -20,20 +20,21 @@ from appliance.llm.connect import DEFAULT_ENDPOINT
 from gui.workers import TaskRunner
 
 if TYPE_CHECKING:
+    from appliance.app.session import Session
     from appliance.executive.agent import Executive, ExecutiveParams
     from appliance.vault.store import Vault
 
-ExecutiveFactory = Callable[["Vault", str, "str | None", "ExecutiveParams"], "Executive"]
+ExecutiveFactory = Callable[["Session", str, "str | None", "ExecutiveParams"], "Executive"]
 PickFile = Callable[[QWidget, str], "Path | None"]
 AskText = Callable[[QWidget, str], "str | None"]
 
 
-def default_executive_factory(vault: "Vault", endpoint: str, memory_version: str | None,
+def default_executive_factory(session: "Session", endpoint: str, memory_version: str | None,
                               params: "ExecutiveParams") -> "Executive":
     """The same call as `memo ask`: the policy-approved executive and the memory version's GGUF."""
-    from appliance.executive.session import open_executive
+    from appliance.app.serving import open_executive
 
-    return open_executive(vault, endpoint, memory_version, params)
+    return open_executive(session, endpoint, memory_version, params)
 
 
 def dialog_open_file(parent: QWidget, title: str) -> Path | None:
@@ -57,19 +58,35 @@ class ConsoleState(QObject):
     endpoint_changed = Signal(str)
     changed = Signal(str)  # "audit", "versions", "jobs", ...: something another tab may want to reload
 
-    def __init__(self, vault: "Vault", actor: str, runner: TaskRunner | None = None,
+    def __init__(self, session: "Session", runner: TaskRunner | None = None,
                  executive_factory: ExecutiveFactory = default_executive_factory,
                  pick_key_file: PickFile = dialog_open_file, pick_save_path: PickFile = dialog_save_file,
                  ask_passphrase: AskText = dialog_passphrase, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.vault = vault
-        self.actor = actor
+        self.session = session
         self.runner = runner or TaskRunner(self)
         self.executive_factory = executive_factory
         self.pick_key_file = pick_key_file
         self.pick_save_path = pick_save_path
         self.ask_passphrase = ask_passphrase
         self._endpoint = DEFAULT_ENDPOINT
+
+    @property
+    def vault(self) -> "Vault":
+        return self.session.vault
+
+    @property
+    def actor(self) -> str:
+        """Who is acting: the principal whose slot unlocked the vault."""
+        return self.session.principal
+
+    def may(self, use_case: str) -> bool:
+        """Whether the policy in force lets the acting principal do ``use_case`` (asked without
+        auditing, so a tab can leave out what its user may not see instead of being refused)."""
+        try:
+            return self.session.may(use_case)
+        except Exception:  # noqa: BLE001 - an unreadable policy: the action itself reports it
+            return True
 
     @property
     def endpoint(self) -> str:

@@ -1,8 +1,9 @@
-"""The unlock dialog: which appliance home, and its passphrase or key file.
+"""The unlock dialog: which appliance home, who you are, and your passphrase or key file.
 
 Unlocking derives the key with Argon2id (64 MiB, about a second), so it runs in a worker thread
-while the dialog stays responsive. The secret is handed to :meth:`Vault.open` — the same call the
-CLI makes — and never stored by the console.
+while the dialog stays responsive. The secret is handed to
+:func:`appliance.app.session.open_session` — the same call the CLI makes — and never stored by the
+console; the slot it opens names the person the console then acts as.
 """
 
 from __future__ import annotations
@@ -29,16 +30,15 @@ from appliance.vault.keys import Secret
 from gui.workers import Progress, TaskRunner
 
 
-def open_vault(settings: Settings, passphrase: str | None, key_file: Path | None) -> Any:
-    """Open the vault in ``settings.home`` with a passphrase or a key file (the CLI's ``Ctx.vault``)."""
+def open_session(settings: Settings, user: str | None, passphrase: str | None, key_file: Path | None) -> Any:
+    """Unlock the vault in ``settings.home`` as ``user`` with a passphrase or a key file (the CLI's
+    ``Ctx.session``): the slot that opens names who the console acts as."""
+    from appliance.app.session import open_session as unlock
     from appliance.errors import MemoError
-    from appliance.vault.store import Vault
 
-    if not Vault.exists(settings):
-        raise MemoError(f"no vault at {settings.home}: create one with `memo init` (or choose another home)")
     if not passphrase and key_file is None:
-        raise MemoError("enter the vault passphrase or choose its key file")
-    return Vault.open(settings, Secret(passphrase=passphrase or None, key_file=key_file))
+        raise MemoError("enter your passphrase or choose your key file")
+    return unlock(settings, Secret(passphrase=passphrase or None, key_file=key_file, principal=user or None), channel="gui")
 
 
 def _path_row(edit: QLineEdit, pick: Any) -> QWidget:
@@ -53,16 +53,19 @@ def _path_row(edit: QLineEdit, pick: Any) -> QWidget:
 
 
 class UnlockDialog(QDialog):
-    """Accepts with ``self.vault`` set once the vault opened; a wrong secret is shown inline."""
+    """Accepts with ``self.session`` set once the vault opened; a wrong secret is shown inline."""
 
-    def __init__(self, home: Path | None = None, key_file: Path | None = None, parent: QWidget | None = None) -> None:
+    def __init__(self, home: Path | None = None, key_file: Path | None = None, parent: QWidget | None = None,
+                 user: str | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("memo — unlock the vault")
-        self.vault: Any = None
+        self.session: Any = None
         self.runner = TaskRunner(self, threads=1)
         settings = Settings.load(home)
         self._kdf = settings.kdf
         self.home = QLineEdit(str(settings.home))
+        self.user = QLineEdit(user or os.environ.get("MEMO_USER", ""))
+        self.user.setPlaceholderText("your name in this vault (memo people list)")
         self.passphrase = QLineEdit()
         self.passphrase.setEchoMode(QLineEdit.EchoMode.Password)
         env_key = os.environ.get("MEMO_KEY_FILE")
@@ -76,6 +79,7 @@ class UnlockDialog(QDialog):
 
         form = QFormLayout()
         form.addRow("appliance home", _path_row(self.home, self._pick_home))
+        form.addRow("who you are", self.user)
         form.addRow("passphrase", self.passphrase)
         form.addRow("key file", _path_row(self.key_file, self._pick_key))
         layout = QVBoxLayout(self)
@@ -100,19 +104,20 @@ class UnlockDialog(QDialog):
 
     def unlock(self) -> None:
         settings = self.settings()
+        user = self.user.text().strip() or None
         passphrase = self.passphrase.text() or None
         key_file = Path(self.key_file.text()).expanduser() if self.key_file.text().strip() else None
         self.buttons.setEnabled(False)
         self.error.setText("unlocking…")
 
         def work(_p: Progress) -> Any:
-            return open_vault(settings, passphrase, key_file)
+            return open_session(settings, user, passphrase, key_file)
 
         task = self.runner.start("unlock", work, self._opened, self._failed)
         task.signals.ended.connect(lambda: self.buttons.setEnabled(True))
 
-    def _opened(self, vault: Any) -> None:
-        self.vault = vault
+    def _opened(self, session: Any) -> None:
+        self.session = session
         self.passphrase.clear()
         self.accept()
 

@@ -28,7 +28,6 @@ sys.path.insert(0, str(REPO))
 
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-ACTOR = "admin"
 QUESTION = "Who leads Fleet Dispatch?"
 
 
@@ -50,7 +49,7 @@ def idle(app: QApplication, window) -> None:  # noqa: ANN001
     wait(app, lambda: not window.state.runner.busy())
 
 
-def make_candidate(vault, parent: str) -> str:  # noqa: ANN001
+def make_candidate(vault, parent: str, actor: str) -> str:  # noqa: ANN001
     """mem-0001's LoRA adapter at 0.7 strength as a new version, then its real candidate evaluation."""
     from safetensors.torch import load
 
@@ -64,15 +63,15 @@ def make_candidate(vault, parent: str) -> str:  # noqa: ANN001
 
     state = {k: (v * 0.7 if "lora_B" in k else v) for k, v in load(vault.read_file(weights)).items()}
     lineage = {**src.lineage, "note": f"screenshot demo: {parent}'s adapter at 0.7 strength"}
-    v = create_version(vault, None, src.base_model, "lora", ACTOR, lineage)
+    v = create_version(vault, None, src.base_model, "lora", actor, lineage)
     save_adapter(vault, v.id, state, json.loads(vault.read_file(cfg)))
     set_status(vault, v.id, "candidate")
     say(f"evaluating candidate {v.id} against {parent} (transformers; minutes on a busy CPU)")
-    evaluate_candidate(vault, v.id, parent, progress=say, actor=ACTOR)
+    evaluate_candidate(vault, v.id, parent, progress=say, actor=actor)
     return v.id
 
 
-def write_policies(directory: Path, inbox: Path, approver_public: str | None) -> None:
+def write_policies(directory: Path, inbox: Path, approver_public: str | None, approver: str = "admin") -> None:
     """The shipped policies, with the schedule's inbox moved to a temp folder and, when given, an approver."""
     if directory.exists():
         shutil.rmtree(directory)
@@ -82,7 +81,7 @@ def write_policies(directory: Path, inbox: Path, approver_public: str | None) ->
     if approver_public:
         appr = directory / "approvers.yaml"
         appr.write_text(appr.read_text().replace(
-            "principals: []", f'principals:\n  - {{name: {ACTOR}, roles: [approver, admin], public_key: "{approver_public}"}}'))
+            "principals: []", f'principals:\n  - {{name: {approver}, roles: [approver, admin], public_key: "{approver_public}"}}'))
 
 
 def main() -> int:
@@ -100,19 +99,20 @@ def main() -> int:
     (inbox / "night-shift.md").write_text("# Night shift 2026\n\nThe night shift dispatcher on call is Dana Ortiz.\n")
     policies = work / "policies"
     write_policies(policies, inbox, None)  # open mode while mem-0001 (promoted in open mode) answers
-    os.environ["MEMO_POLICIES"] = str(policies)
-    os.environ["MEMO_ACTOR"] = ACTOR
 
+    from appliance.app.policy import pin
     from appliance.approvals.keys import generate
     from appliance.config import Settings
     from gui.app import MainWindow
-    from gui.unlock import open_vault
+    from gui.unlock import open_session
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    vault = open_vault(Settings.load(demo / "home"), None, demo / "demo.key")
+    session = open_session(Settings.load(demo / "home"), None, None, demo / "demo.key")  # the demo key's slot acts
+    vault, actor = session.vault, session.principal
+    pin(session, policies)  # what an administrator does: the copy's policy set, audited
     key = work / "admin.key"
     public = generate(key)
-    window = MainWindow(vault, actor=ACTOR, pick_key_file=lambda _p, _t: key)
+    window = MainWindow(session, pick_key_file=lambda _p, _t: key)
     window.resize(1360, 860)
     window.show()
     idle(app, window)
@@ -154,8 +154,9 @@ def main() -> int:
 
     # Approvals: a real candidate and its evaluation; an approver named in policy reads it and signs
     # (the weakened candidate loses retention, so the policy gate refuses an approval: it is rejected)
-    candidate = make_candidate(vault, "mem-0001")
-    write_policies(policies, inbox, public)
+    candidate = make_candidate(vault, "mem-0001", actor)
+    write_policies(policies, inbox, public, actor)
+    pin(session, policies)
     window.approvals.show_all.setChecked(True)
     idle(app, window)
     window.approvals.select(candidate)

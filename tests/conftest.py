@@ -47,7 +47,25 @@ def vault(settings: Settings, secret: Secret) -> Vault:
 
 @pytest.fixture
 def cli_env(tmp_path: Path) -> dict[str, str]:
-    """Environment for running `memo` in a subprocess against a fresh home."""
+    """Environment for running `memo` in a subprocess against a fresh home, as its first
+    administrator ``cli-tester`` (``memo init`` gives them the first slot; MEMO_USER picks it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEMO_")}
-    env.update(MEMO_HOME=str(tmp_path / "clihome"), MEMO_PASSPHRASE=PASSPHRASE, MEMO_ACTOR="cli-tester")
+    env.update(MEMO_HOME=str(tmp_path / "clihome"), MEMO_PASSPHRASE=PASSPHRASE, MEMO_USER="cli-tester")
     return env
+
+
+def passphrase_of(name: str) -> str:
+    """The passphrase the test helpers give ``name``'s slot."""
+    return f"{name}'s passphrase"
+
+
+def session_as(vault: Vault, name: str, channel: str = "cli"):  # noqa: ANN201 - appliance.app.session.Session
+    """A session of ``name`` on ``vault``'s home: their own slot (a passphrase; added by the vault's
+    own principal the first time) opened for real, so the slot names who acts."""
+    from appliance.app.session import Session
+
+    if name == vault.principal:
+        return Session.of(vault, channel)
+    if name not in vault.keyring.principals():
+        vault.add_person(name, Secret(passphrase=passphrase_of(name)))
+    return Session.of(Vault.open(vault.settings, Secret(passphrase=passphrase_of(name), principal=name)), channel)

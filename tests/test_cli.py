@@ -68,7 +68,13 @@ def test_full_cli_flow(cli_env: dict[str, str], tmp_path: Path) -> None:
     assert json.loads(memo(env, "vault", "verify", "--json").stdout)["ok"]
     assert memo(env, "audit", "verify").returncode == 0
     chain_only = {k: v for k, v in env.items() if k != "MEMO_PASSPHRASE"}
-    assert "OK" in memo(chain_only, "audit", "verify", "--chain-only").stdout
+    pinned = tmp_path / "pinned.pem"  # the auditor's copy, taken when the vault was set up
+    pinned.write_bytes((Path(env["MEMO_HOME"]) / "audit" / "public-key.pem").read_bytes())
+    one_line_error(memo(chain_only, "audit", "verify", "--chain-only"), "--public-key")
+    saved = tmp_path / "auditor-head.json"
+    r = memo(chain_only, "audit", "verify", "--chain-only", "--public-key", str(pinned), "--save-head", str(saved))
+    assert "OK" in r.stdout and saved.exists(), r.stderr
+    assert "OK" in memo(env, "audit", "verify", "--expect-head", str(saved), "--public-key", str(pinned)).stdout
 
     entries = json.loads(memo(env, "audit", "show", "--action", "ingest", "--limit", "0", "--json").stdout)
     assert entries and all(e["action"].startswith("ingest.") for e in entries)
@@ -113,3 +119,13 @@ def test_tampered_catalog_is_named(cli_env: dict[str, str]) -> None:
     catalog.write_bytes(bytes(data))
     r = memo(cli_env, "vault", "verify")
     assert r.returncode == 1 and "catalog.db.enc" in r.stderr
+
+
+def test_refused_commands_are_audited(cli_env: dict[str, str]) -> None:
+    assert memo(cli_env, "init").returncode == 0
+    one_line_error(memo(cli_env, "ask", "Who leads Fleet Dispatch?", "--executive", "nowhere"), "error:")
+    one_line_error(memo(cli_env, "docs", "show", "doc-nope"), "no document")
+    entries = json.loads(memo(cli_env, "audit", "show", "--action", "cli.refused", "--json").stdout)
+    assert [(e["target"], e["actor"]) for e in entries] == [("ask", "cli-tester"), ("docs show", "cli-tester")]
+    assert all(e["details"]["error"] and "\n" not in e["details"]["error"] for e in entries)
+    assert "Who leads" not in json.dumps(entries)  # the command is named, its arguments are not

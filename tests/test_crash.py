@@ -44,7 +44,7 @@ def test_sigkill_during_ingest_never_corrupts(tmp_path: Path, cli_env: dict[str,
 
     # calibrate: how long a whole run takes here
     calib_home = tmp_path / "calib"
-    Vault.init(Settings(home=calib_home, kdf=FAST_KDF), Secret(passphrase=PASSPHRASE))
+    Vault.init(Settings(home=calib_home, kdf=FAST_KDF), Secret(passphrase=PASSPHRASE), cli_env["MEMO_USER"])
     start = time.monotonic()
     assert run_ingest({**cli_env, "MEMO_HOME": str(calib_home)}, corpus).wait(timeout=600) == 0
     full = time.monotonic() - start
@@ -53,7 +53,7 @@ def test_sigkill_during_ingest_never_corrupts(tmp_path: Path, cli_env: dict[str,
     for trial in range(TRIALS):
         home = tmp_path / f"home{trial}"
         settings = Settings(home=home, kdf=FAST_KDF)
-        Vault.init(settings, Secret(passphrase=PASSPHRASE))
+        Vault.init(settings, Secret(passphrase=PASSPHRASE), cli_env["MEMO_USER"])
         env = {**cli_env, "MEMO_HOME": str(home)}
         proc = run_ingest(env, corpus)
         time.sleep(rng.uniform(0.1, full * 0.95))

@@ -1,63 +1,85 @@
 """The local HTTP API: OpenAI-compatible chat completions and ``/v1/ask`` with the full trace.
 
-Standard library only (``http.server``), bound to 127.0.0.1 by default. Routes:
+Served by uvicorn (an asyncio HTTP/1.1 server) with Starlette's requests and responses, bound to
+127.0.0.1 by default, with TLS when given a certificate (:mod:`appliance.api.tls`; client
+certificates optional). Routes:
 
 * ``GET  /healthz``              no auth; ``{"status": "ok"}`` and nothing else
 * ``GET  /v1/models``            the one model this appliance offers (``memo``)
 * ``POST /v1/chat/completions``  OpenAI chat format; the last user message is the question
 * ``POST /v1/ask``               ``{"question": ...}`` → the whole trace (sub-questions, sources, timings)
 
-Every ``/v1`` request needs ``Authorization: Bearer memo_…`` (see :mod:`appliance.api.tokens`).
-Every request but ``/healthz`` is audited as ``api.request`` — refused ones too, as the token's
-user or ``unauthenticated``, with route, status and latency, never the token; answered questions
-are also audited by :func:`appliance.executive.session.ask` (channel ``api``). The models answer
-one question at a time, so questions queue on a lock while health checks and refusals are
-answered at once by other threads.
+Every ``/v1`` request needs ``Authorization: Bearer memo_…`` (see :mod:`appliance.api.tokens`): the
+token belongs to a principal and carries its roles in the policy in force (a request of a principal
+without ``ask`` gets 403); the request is answered as that principal, through the application
+layer (:mod:`appliance.app`), as any door is.
+Every request but ``/healthz`` — any method, any path, refused ones too — gets a JSON answer and
+is audited as ``api.request`` *before* the response goes out, as the token's user or
+``unauthenticated``, with route, method, status and latency, never the token. Answered questions
+are also audited by :func:`appliance.executive.session.ask` (channel ``api``). Unauthenticated
+requests beyond a budget per client and per minute get 429 and are counted into one
+``api.refused.summary`` entry a minute instead of an fsynced entry each (:class:`RefusalBudget`),
+so nobody without a token can grow the log without bound. The models answer one question at a
+time: questions queue (without holding a thread) while health checks and refusals are answered
+at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import socket
+import ssl
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.api.tokens import TokenError, TokenInfo, TokenVerifier
-from appliance.errors import MemoError
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from appliance.api.tokens import TokenError, TokenInfo
+from appliance.app import qa
+from appliance.app.access import AccessRefused
+from appliance.app.session import Session
+from appliance.app.tokens import Authenticator
+from appliance.errors import IntegrityError, MemoError
 from appliance.executive.agent import MAX_QUESTION_CHARS, Executive
 from appliance.executive.trace import Trace
 from appliance.vault.store import Vault
 
 MODEL_ID = "memo"
 MAX_BODY_BYTES = 64 * 1024
+DRAIN_BYTES = 1 << 20  # an oversized body up to this is read and dropped, so the client sees the 413
 UNAUTHENTICATED = "unauthenticated"
+ROUTES = {"/v1/models": "GET", "/v1/chat/completions": "POST", "/v1/ask": "POST"}
 
-AskFn = Callable[[Vault, Executive, str, str, str], Trace]
+AskFn = Callable[[Session, Executive, str], Trace]  # (the asker's session, executive, question)
 
 
 class ApiError(Exception):
     """A refusal sent to the caller as OpenAI-style error JSON."""
 
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None) -> None:
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.type = type_
         self.code = code
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "code": self.code}}
-
-
-def _default_ask(vault: Vault, executive: Executive, question: str, actor: str, channel: str) -> Trace:
-    from appliance.executive.session import ask
-
-    return ask(vault, executive, question, actor=actor, channel=channel)
 
 
 def usage(trace: Trace) -> dict[str, int]:
@@ -119,20 +141,79 @@ def check_question(question: Any) -> str:
     return question
 
 
-class ApiServer(ThreadingHTTPServer):
+def completion(trace: Trace) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": MODEL_ID,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": trace.answer}, "finish_reason": "stop"}],
+        "usage": usage(trace),
+        "memo": trace_summary(trace),
+    }
+
+
+# ------------------------------------------------------------------------------ refusal budget
+@dataclass
+class RefusalBudget:
+    """How many unauthenticated requests are audited one by one, per client and in all, in each
+    window; the rest get 429 and are counted into one ``api.refused.summary`` entry per window."""
+
+    per_client: int = 30
+    total: int = 120
+    window_s: float = 60.0
+    max_clients: int = 4096  # distinct clients counted per window (the rest are counted as "other")
+    _start: float = field(default_factory=time.monotonic, init=False, repr=False)
+    _audited: Counter[str] = field(default_factory=Counter, init=False, repr=False)
+    _held: Counter[str] = field(default_factory=Counter, init=False, repr=False)
+    _routes: Counter[str] = field(default_factory=Counter, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def admit(self, client: str, path: str) -> tuple[bool, dict[str, Any] | None]:
+        """(audit this one?, a summary of the window just ended, to be written first)."""
+        with self._lock:
+            ended = self._roll()
+            if self._audited[client] < self.per_client and sum(self._audited.values()) < self.total:
+                self._audited[client] += 1
+                return True, ended
+            key = client if client in self._held or len(self._held) < self.max_clients else "other"
+            self._held[key] += 1
+            self._routes[path[:100] if len(self._routes) < 100 or path[:100] in self._routes else "other"] += 1
+            return False, ended
+
+    def flush(self, force: bool = False) -> dict[str, Any] | None:
+        """The summary of a window that has ended (or of the current one, ``force``), if any was held."""
+        with self._lock:
+            return self._roll(force)
+
+    def _roll(self, force: bool = False) -> dict[str, Any] | None:
+        now = time.monotonic()
+        if not force and now - self._start < self.window_s:
+            return None
+        summary = None
+        if self._held:
+            summary = {"requests": sum(self._held.values()), "clients": len(self._held),
+                       "top_clients": dict(self._held.most_common(20)), "routes": dict(self._routes.most_common(20)),
+                       "window_s": round(now - self._start, 1), "status": 429,
+                       "audited_individually": sum(self._audited.values())}
+        self._start, self._audited, self._held, self._routes = now, Counter(), Counter(), Counter()
+        return summary
+
+
+# ------------------------------------------------------------------------------ the server
+class ApiServer:
     """The HTTP API around one :class:`Executive` (built by the caller: tests inject their own).
 
-    ``port=0`` picks a free port (see :attr:`url`). Use :meth:`start` for a background thread
-    and :meth:`stop` to finish in-flight requests and close.
+    ``port=0`` picks a free port (see :attr:`url`); the socket is bound here, so a port in use is
+    an ``OSError`` at once. :meth:`start` serves from a background thread, :meth:`stop` stops
+    accepting, lets in-flight requests finish and closes.
     """
 
-    daemon_threads = False
-    block_on_close = True  # server_close() waits for in-flight requests: shutdown is graceful
-    allow_reuse_address = True
+    engine = "uvicorn+starlette"
 
     def __init__(
         self,
-        vault: Vault,
+        session: Session | Vault,
         executive: Executive,
         host: str = "127.0.0.1",
         port: int = 8750,
@@ -140,54 +221,91 @@ class ApiServer(ThreadingHTTPServer):
         queue_timeout: float = 600.0,
         max_body: int = MAX_BODY_BYTES,
         log: Callable[[str], None] | None = None,
+        tls: ssl.SSLContext | None = None,
+        budget: RefusalBudget | None = None,
+        graceful_timeout: float | None = None,
     ) -> None:
-        self.vault = vault
+        if isinstance(session, Vault):  # the session of whoever unlocked it (the server's service account)
+            session = Session.of(session, "api")
+        self.session = session  # the server's own: each request acts as its token's principal
+        self.vault = session.vault
         self.executive = executive
-        self.tokens = TokenVerifier(vault)
-        self.ask = ask or _default_ask
+        self.auth = Authenticator(session)
+        self.ask = ask or qa.ask
         self.queue_timeout = queue_timeout
         self.max_body = max_body
         self.log = log
+        self.tls = tls
+        self.budget = budget or RefusalBudget()
         self.model_lock = threading.Lock()  # the models answer one question at a time
         self.started = int(time.time())
+        self._gate: asyncio.Lock | None = None  # questions wait here, on the event loop, not in a thread
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._sock.bind((host, port))
+            self._sock.listen(2048)
+        except OSError:
+            self._sock.close()
+            raise
+        self.server_address = self._sock.getsockname()
+        app = Starlette(routes=[Route("/{path:path}", _Endpoint(self))], lifespan=self._lifespan)
+        config = uvicorn.Config(app, log_config=None, access_log=False, proxy_headers=False, server_header=False,
+                                lifespan="on", timeout_keep_alive=10, timeout_graceful_shutdown=graceful_timeout,
+                                ssl_context_factory=(lambda _config, _default: tls) if tls is not None else None)
+        self._uvicorn = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
-        self.stopping = False
-        self._conns: dict[Any, bool] = {}  # open connection → busy answering a request
-        self._conns_lock = threading.Lock()
-        super().__init__((host, port), _Handler)
+        self._failure: BaseException | None = None
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
+
+    @property
+    def stopping(self) -> bool:
+        return self._uvicorn.should_exit
 
     def start(self) -> "ApiServer":
-        self._thread = threading.Thread(target=self.serve_forever, name="memo-api", daemon=True)
+        def run() -> None:
+            try:
+                self._uvicorn.run(sockets=[self._sock])
+            except BaseException as exc:  # noqa: BLE001 - reported by start() to the caller
+                self._failure = exc
+
+        self._thread = threading.Thread(target=run, name="memo-api", daemon=True)
         self._thread.start()
+        while not self._uvicorn.started and self._thread.is_alive():
+            time.sleep(0.01)
+        if not self._uvicorn.started:
+            raise MemoError(f"the API server did not start: {self._failure or 'unknown error'}")
         return self
 
     def stop(self) -> None:
-        """Stop accepting, let in-flight requests finish, close the socket."""
-        self.stopping = True
-        self.shutdown()
-        with self._conns_lock:  # idle keep-alive connections end now; busy ones after their response
-            for sock, busy in self._conns.items():
-                if not busy:
-                    try:
-                        sock.shutdown(socket.SHUT_RD)
-                    except OSError:
-                        pass
-        self.server_close()
+        """Stop accepting, let in-flight requests finish, close the socket; write the last summary."""
+        self._uvicorn.should_exit = True
         if self._thread is not None:
             self._thread.join()
+        self._sock.close()
+        self._write_summary(self.budget.flush(force=True))
 
-    def _mark(self, sock: Any, busy: bool | None) -> None:
-        with self._conns_lock:
-            if busy is None:
-                self._conns.pop(sock, None)
-            else:
-                self._conns[sock] = busy
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        async def summaries() -> None:
+            while True:
+                await asyncio.sleep(self.budget.window_s)
+                await anyio.to_thread.run_sync(lambda: self._write_summary(self.budget.flush()))
 
+        self._gate = asyncio.Lock()
+        task = asyncio.create_task(summaries())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    # ------------------------------------------------------------------ work done in threads
     def models(self) -> dict[str, Any]:
         return {"object": "list", "data": [{
             "id": MODEL_ID, "object": "model", "created": self.started, "owned_by": "memo",
@@ -195,68 +313,133 @@ class ApiServer(ThreadingHTTPServer):
             "executive": self.executive.executive_model.identity, "memory": self.executive.memory_model.identity,
         }]}
 
-    def answer(self, question: str, actor: str) -> Trace:
-        """Run one question through the (locked) executive; it is audited by ``session.ask``."""
+    def answer(self, question: str, asker: Session) -> Trace:
+        """Run one question through the (locked) executive, as the asker (audited as ``qa.ask``)."""
         if not self.model_lock.acquire(timeout=self.queue_timeout):
             raise ApiError(503, f"the appliance is busy answering other questions; retry later (waited {self.queue_timeout:.0f} s)",
                            type_="server_error", code="busy")
         try:
-            return self.ask(self.vault, self.executive, question, actor, "api")
+            return self.ask(asker, self.executive, question)
         finally:
             self.model_lock.release()
 
+    def permit(self, asker: Session) -> None:
+        """Refuse (403, audited as ``access.refused``) a principal whose roles do not grant asking."""
+        try:
+            asker.require("ask")
+        except AccessRefused as exc:
+            raise ApiError(403, str(exc), type_="permission_error", code="permission_denied") from None
 
-class _Refused(Exception):
-    def __init__(self, user: TokenInfo | None, error: ApiError) -> None:
-        super().__init__(error.message)
-        self.user = user
-        self.error = error
+    def _write_summary(self, summary: dict[str, Any] | None) -> None:
+        if summary:
+            try:
+                self.vault.audit.append(UNAUTHENTICATED, "api.refused.summary", None, **summary)
+            except MemoError as exc:
+                print(f"memo api: could not audit a refusal summary: {exc}", file=sys.stderr)
+
+    def audit(self, user: TokenInfo | None, path: str, details: dict[str, Any]) -> None:
+        self.vault.audit.append(user.user if user else UNAUTHENTICATED, "api.request", path[:200],
+                                token_id=user.id if user else None, **details)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: ApiServer
-    protocol_version = "HTTP/1.1"  # keep-alive: every response carries Content-Length
-    timeout = 10  # an idle keep-alive connection is dropped after this, so a stop never waits long on one
-    server_version = "memo"
-    sys_version = ""
+def _bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
-    # ------------------------------------------------------------ plumbing
-    def setup(self) -> None:
-        super().setup()
-        self.server._mark(self.connection, False)
 
-    def finish(self) -> None:
-        self.server._mark(self.connection, None)
-        super().finish()
+class _Endpoint:
+    """Every request, whatever its method and path, comes through here (a plain ASGI app, so the
+    router hands over any method instead of answering 405 itself in plain text)."""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's signature
-        if self.server.log:
-            self.server.log(f"{self.address_string()} {format % args}")
+    def __init__(self, server: ApiServer) -> None:
+        self.server = server
 
-    def _send(self, status: int, body: dict[str, Any], close: bool = False, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body, ensure_ascii=False).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        if close or self.server.stopping:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        request = Request(scope, receive)
+        response = await self.handle(request)
+        await response(scope, receive, send)
 
-    def _bearer(self) -> str | None:
-        value = self.headers.get("Authorization", "")
-        scheme, _, token = value.partition(" ")
-        return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    async def handle(self, request: Request) -> Response:
+        srv = self.server
+        started = time.monotonic()
+        method, path = request.method, request.url.path
+        client = request.client.host if request.client else "?"
+        if path == "/healthz" and method in ("GET", "HEAD"):
+            return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+        user: TokenInfo | None = None
+        details: dict[str, Any] = {}
+        unread = method not in ("GET", "HEAD", "DELETE", "OPTIONS")
+        try:
+            try:
+                asker, user = await anyio.to_thread.run_sync(srv.auth.authenticate, _bearer(request))
+            except TokenError as exc:
+                raise ApiError(401, str(exc), code="invalid_api_key", headers={"WWW-Authenticate": 'Bearer realm="memo"'}) from None
+            expected = ROUTES.get(path)
+            if expected is None:
+                raise ApiError(404, f"no route {path[:200]}: use /v1/chat/completions, /v1/ask, /v1/models or /healthz", code="not_found")
+            if method != expected and not (expected == "GET" and method == "HEAD"):
+                raise ApiError(405, f"{path} takes {expected}", code="method_not_allowed", headers={"Allow": expected})
+            await anyio.to_thread.run_sync(srv.permit, asker)
+            if expected == "GET":
+                status, body = 200, srv.models()
+            else:
+                payload = await self._read_json(request)
+                unread = False
+                question = check_question(payload.get("question") if path == "/v1/ask" else question_from_chat(payload))
+                trace = await self._answer(question, asker)
+                details["memory_version"] = trace.memory_version
+                status, body = 200, trace.to_dict() if path == "/v1/ask" else completion(trace)
+            headers: dict[str, str] = {}
+        except ApiError as exc:
+            status, body, headers = exc.status, exc.body(), dict(exc.headers)
+            details["error"] = exc.message
+        except IntegrityError as exc:  # e.g. an older catalog put back under the running server
+            print(f"memo api: integrity failure on {method} {path}: {exc}", file=sys.stderr)
+            status, headers = 503, {}
+            body = ApiError(503, "the vault failed an integrity check; the operator must check the appliance",
+                            "server_error", "vault_integrity").body()
+            details["error"] = str(exc)
+        except MemoError as exc:
+            status, body, headers = 500, ApiError(500, str(exc), "server_error", "answer_failed").body(), {}
+            details["error"] = str(exc)
+        except Exception as exc:  # a bug: the caller learns nothing internal, the operator sees it
+            print(f"memo api: internal error on {method} {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            status, headers = 500, {}
+            body = ApiError(500, "internal error; the operator can see it in the server log", "server_error", "internal").body()
+            details["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        if unread:
+            await self._drain(request)
+        audited = True
+        if user is None:
+            audited, ended = srv.budget.admit(client, path)
+            if ended:
+                await anyio.to_thread.run_sync(srv._write_summary, ended)
+            if not audited:
+                status, headers = 429, {"Retry-After": str(int(srv.budget.window_s))}
+                body = ApiError(429, "too many unauthenticated requests from this client; send a valid token or retry later",
+                                code="rate_limited").body()
+        if audited:
+            # the audit entry is written before the response goes out: no answer leaves unrecorded
+            details.update(method=method[:16], status=status, client=client,
+                           latency_ms=round((time.monotonic() - started) * 1000, 1))
+            try:
+                await anyio.to_thread.run_sync(srv.audit, user, path, details)
+            except Exception as exc:
+                print(f"memo api: audit write failed, response withheld: {type(exc).__name__}: {exc}", file=sys.stderr)
+                status, headers = 500, {}
+                body = ApiError(500, "the audit log could not be written; the operator must check the appliance",
+                                "server_error", "audit_failed").body()
+        if srv.log:
+            srv.log(f"{client} {method[:16]} {path[:200]} {status} {(time.monotonic() - started) * 1000:.0f} ms")
+        headers["Cache-Control"] = "no-store"
+        if srv.stopping:
+            headers["Connection"] = "close"
+        return JSONResponse(body, status_code=status, headers=headers)
 
-    def _read_json(self) -> dict[str, Any]:
-        if self.headers.get("Transfer-Encoding"):
+    async def _read_json(self, request: Request) -> dict[str, Any]:
+        if "transfer-encoding" in request.headers:
             raise ApiError(411, "chunked bodies are not supported: send Content-Length", code="length_required")
-        length_header = self.headers.get("Content-Length")
+        length_header = request.headers.get("content-length")
         if length_header is None:
             raise ApiError(411, "Content-Length is required", code="length_required")
         try:
@@ -265,115 +448,44 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ValueError
         except ValueError:
             raise ApiError(400, "Content-Length is not a number", code="bad_length") from None
-        if length > self.server.max_body:
-            raise ApiError(413, f"request body is {length} bytes; the limit is {self.server.max_body}", code="body_too_large")
-        raw = self.rfile.read(length)
-        self._body_read = True
+        limit = self.server.max_body
+        if length > limit:
+            raise ApiError(413, f"request body is {length} bytes; the limit is {limit}", code="body_too_large")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > limit:
+                raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
         try:
-            body = json.loads(raw)
+            body = json.loads(bytes(raw))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ApiError(400, f"request body is not valid JSON ({exc.msg if hasattr(exc, 'msg') else 'not UTF-8'})", code="invalid_json") from None
         if not isinstance(body, dict):
             raise ApiError(400, "request body must be a JSON object", code="invalid_json")
         return body
 
-    # ------------------------------------------------------------ dispatch
-    def do_GET(self) -> None:  # noqa: N802
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._dispatch("POST")
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self._dispatch("PUT")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._dispatch("DELETE")
-
-    ROUTES = {"/v1/models": "GET", "/v1/chat/completions": "POST", "/v1/ask": "POST"}
-
-    def _dispatch(self, method: str) -> None:
-        self.server._mark(self.connection, True)
-        try:
-            self._handle(method)
-        finally:
-            self.server._mark(self.connection, False)
-
-    def _handle(self, method: str) -> None:
-        started = time.monotonic()
-        path = self.path.split("?", 1)[0]
-        if path == "/healthz" and method == "GET":
-            self._send(200, {"status": "ok"})
-            return
-        self._body_read = False
-        user: TokenInfo | None = None
-        details: dict[str, Any] = {}
-        headers: dict[str, str] | None = None
-        try:
-            status, body = self._route(method, path, details)
-        except _Refused as refused:
-            user, exc = refused.user, refused.error
-            status, body = exc.status, exc.body()
-            details["error"] = exc.message
-            if status == 401:
-                headers = {"WWW-Authenticate": 'Bearer realm="memo"'}
-        else:
-            user = details.pop("_user")
-        # the audit entry is written before the response goes out: no answer leaves unrecorded
-        try:
-            self.server.vault.audit.append(
-                user.user if user else UNAUTHENTICATED, "api.request", path[:200], method=method, status=status,
-                token_id=user.id if user else None, client=self.client_address[0],
-                latency_ms=round((time.monotonic() - started) * 1000, 1), **details,
-            )
-        except Exception as exc:
-            print(f"memo api: audit write failed, response withheld: {type(exc).__name__}: {exc}", file=sys.stderr)
-            status, body = 500, ApiError(500, "the audit log could not be written; the operator must check the appliance",
-                                         "server_error", "audit_failed").body()
-        # a body we did not read would be parsed as the next request: close instead
-        self._send(status, body, close=not self._body_read and method in ("POST", "PUT"), headers=headers)
-
-    def _route(self, method: str, path: str, details: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        user: TokenInfo | None = None
-        try:
+    async def _drain(self, request: Request) -> None:
+        """Read and drop a body the request was refused before reading, up to DRAIN_BYTES, so the
+        client gets its answer instead of a reset (beyond that uvicorn closes the connection)."""
+        if request.headers.get("content-length", "0").isdigit() and int(request.headers.get("content-length", "0")) <= DRAIN_BYTES:
             try:
-                user = self.server.tokens.verify(self._bearer())
-            except TokenError as exc:
-                raise ApiError(401, str(exc), code="invalid_api_key") from None
-            expected = self.ROUTES.get(path)
-            if expected is None:
-                raise ApiError(404, f"no route {path}: use /v1/chat/completions, /v1/ask, /v1/models or /healthz", code="not_found")
-            if method != expected:
-                raise ApiError(405, f"{path} takes {expected}", code="method_not_allowed")
-            if path == "/v1/models":
-                result = self.server.models()
-            else:
-                body = self._read_json()
-                question = check_question(body.get("question") if path == "/v1/ask" else question_from_chat(body))
-                trace = self.server.answer(question, user.user)
-                details["memory_version"] = trace.memory_version
-                result = trace.to_dict() if path == "/v1/ask" else self._completion(trace)
-            details["_user"] = user
-            return 200, result
-        except ApiError as exc:
-            raise _Refused(user, exc) from None
-        except MemoError as exc:
-            raise _Refused(user, ApiError(500, str(exc), "server_error", "answer_failed")) from None
-        except Exception as exc:  # a bug: the caller learns nothing internal, the operator sees it
-            print(f"memo api: internal error on {method} {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            raise _Refused(user, ApiError(500, "internal error; the operator can see it in the server log",
-                                          "server_error", "internal")) from None
+                async for _ in request.stream():
+                    pass
+            except Exception:  # noqa: BLE001 - the client went away or the body was already read
+                pass
 
-    def _completion(self, trace: Trace) -> dict[str, Any]:
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": MODEL_ID,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": trace.answer}, "finish_reason": "stop"}],
-            "usage": usage(trace),
-            "memo": trace_summary(trace),
-        }
+    async def _answer(self, question: str, asker: Session) -> Trace:
+        srv = self.server
+        assert srv._gate is not None
+        try:
+            await asyncio.wait_for(srv._gate.acquire(), timeout=srv.queue_timeout)
+        except asyncio.TimeoutError:
+            raise ApiError(503, f"the appliance is busy answering other questions; retry later (waited {srv.queue_timeout:.0f} s)",
+                           type_="server_error", code="busy") from None
+        try:
+            return await anyio.to_thread.run_sync(srv.answer, question, asker)
+        finally:
+            srv._gate.release()
 
 
 def serve_until_signalled(server: ApiServer, ready: Callable[[str], None] | None = None) -> None:

@@ -136,9 +136,10 @@ def revoke_token(vault: Vault, token_id: str, actor: str | None = None) -> Token
 class TokenVerifier:
     """Checks bearer tokens for a running server.
 
-    The token table is re-read whenever the catalog file changes (every catalog write replaces
-    the file), so a token revoked or added by ``memo api token`` in another process takes effect
-    on the next request, without decrypting the catalog for every request.
+    The token table is re-read whenever the catalog file changes (every commit changes its
+    modification time; a file put back changes it or its inode), so a token revoked or added by
+    ``memo api token`` in another process takes effect on the next request, without reading the
+    catalog for every request.
     """
 
     def __init__(self, vault: Vault) -> None:

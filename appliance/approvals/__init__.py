@@ -2,5 +2,6 @@
 
 keys     — Ed25519 approver keys (private key file, public key for the policy);
 records  — the signed approval records (vault catalog), their verification, and the gate that
-           promotion, rollback and serving go through.
+           promotion (:mod:`appliance.export.promotion`), rollback and serving go through;
+reports  — the evaluation report and lineage an approver signs for, as typed models.
 """

@@ -15,6 +15,9 @@ recorded, which makes it permanent for the vault — every promotion (the very f
 included: it is approved like any candidate), every rollback and every load of the serving memory
 requires valid signatures from ``approvals_required`` distinct approvers and the policy's quality
 rules. A rejected version never serves, in either mode.
+
+The gate is here; the two ways through it — promotion (export, then switch) and rollback — are in
+:mod:`appliance.export.promotion`, above the export and the serving memory, which both ask this gate.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from appliance.approvals.keys import public_key_text, verify
+from appliance.approvals.reports import evaluation_of
 from appliance.config import current_actor
 from appliance.errors import MemoError
 from appliance.memory.versions import MemoryVersion, chain, get_version, list_versions
@@ -158,15 +162,12 @@ def rule_problems(vault: Vault, version: MemoryVersion, policy: Policy) -> list[
     if version.status not in ("trained", "candidate"):
         return []
     rules = policy.approval_rules
-    report = evaluation_report(version) or {}
+    evaluation = evaluation_of(version.metrics)
     problems = []
-    retention = (report.get("candidate_eval") or {}).get("retention")
-    if retention is None:
-        retention = (report.get("forget_report") or {}).get("retention")
-    superseded = ((report.get("candidate_eval") or {}).get("superseded") or {}).get("candidate")
+    retention, superseded = evaluation.retention, evaluation.superseded
     if rules.min_retention is not None:
         served_before = any(v.status in ("promoted", "retired") and v.id != version.id for v in list_versions(vault))
-        if not report and served_before:
+        if evaluation.empty and served_before:
             problems.append(f"no evaluation report (policy needs retention ≥ {rules.min_retention:.0%}): "
                             f"run `memo approvals evaluate {version.id}`")
         elif retention is not None and retention < rules.min_retention:
@@ -303,48 +304,3 @@ def pending(vault: Vault) -> list[MemoryVersion]:
     decided = {r.version_id for r in _records(vault)}
     return [v for v in list_versions(vault) if v.status == "candidate" or (v.status == "trained" and v.id not in decided
                                                                                  and v.lineage.get("kind") != "task_vector")]
-
-
-def promote(vault: Vault, version_id: str, actor: str | None = None, policy: Policy | None = None,
-            export_progress=None) -> dict[str, Any]:  # noqa: ANN001
-    """Export the serving GGUF if missing (verified), then switch the serving memory (one transaction)."""
-    from appliance.export.pipeline import export_version, promote_version
-    from appliance.memory.serve import SERVE_TYPE
-
-    actor = actor or current_actor()
-    policy = policy or load_policy(vault.settings)
-    check_servable(vault, version_id, policy, "be promoted")
-    exported = get_version(vault, version_id).metrics.get("export", {}).get(SERVE_TYPE)
-    results = None
-    if not exported or "refused" in exported:
-        results = export_version(vault, version_id, (SERVE_TYPE,), actor=actor)
-    promote_version(vault, version_id, actor, policy=policy)
-    return {"version": version_id, "exported": results}
-
-
-def rollback(vault: Vault, version_id: str, actor: str | None = None, policy: Policy | None = None) -> str | None:
-    """Serve a version that served before; its approvals are verified again. Returns the previous one."""
-    from appliance.memory.serve import SERVE_TYPE
-    from appliance.memory.versions import promoted, set_status
-
-    actor = actor or current_actor()
-    policy = policy or load_policy(vault.settings)
-    version = get_version(vault, version_id)
-    current = promoted(vault)
-    if current is not None and current.id == version_id:
-        raise MemoError(f"{version_id} is already the serving memory")
-    if version.status != "retired":
-        raise MemoError(f"{version_id} is {version.status}: only a version that served before (retired) can be rolled back to; "
-                        "a new version needs approval (`memo approvals approve`)")
-    if enforced(vault, policy) and not ({"approver", "admin"} & policy.roles(actor)):
-        raise MemoError(f"{actor} may not roll back the memory: needs role approver or admin in {policy.approvers_file()}")
-    forgotten = forgotten_in(vault, version_id)
-    if forgotten:
-        raise MemoError(f"{version_id} was trained on forgotten document(s) {', '.join(forgotten)} and can never serve again")
-    check_servable(vault, version_id, policy, "serve again")
-    exported = version.metrics.get("export", {}).get(SERVE_TYPE)
-    if not exported or "refused" in exported:
-        raise MemoError(f"{version_id} has no verified {SERVE_TYPE} export: run `memo export {version_id}` first")
-    set_status(vault, version_id, "promoted")
-    vault.audit.append(actor, "memory.rollback", version_id, previous=current.id if current else None)
-    return current.id if current else None

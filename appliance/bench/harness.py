@@ -40,12 +40,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from appliance.bench.scoring import first_sentence, matches, word_count
+from appliance.bench.scoring import correct, first_sentence, matches, word_count
 from appliance.errors import MemoError
 
 SYSTEMS = ("memo", "bm25", "dense", "memory")  # memory: the memory model alone, asked the question as is (a diagnostic)
-KINDS = ("single", "multi", "current")
-ACTOR = "bench"
+KINDS = ("single", "multi", "current", "none")  # none: the corpus does not say; the right answer abstains
 
 
 @dataclass(frozen=True)
@@ -76,12 +75,15 @@ def load_questions(path: Path, limit: int | None = None) -> list[Question]:
         answers = d.get("answers")
         if not isinstance(d.get("id"), str) or not isinstance(d.get("question"), str) or not d["question"].strip():
             raise MemoError(f"{path}:{n}: needs a string id and a non-empty question")
-        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
-            raise MemoError(f"{path}:{n}: answers must be a non-empty list of strings")
+        kind = str(d.get("kind") or "single")
+        if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers) or (not answers and kind != "none"):
+            raise MemoError(f"{path}:{n}: answers must be a non-empty list of strings (empty only for kind none)")
+        if kind == "none" and answers:
+            raise MemoError(f"{path}:{n}: a question of kind none has no answer: give \"answers\": []")
         if d["id"] in seen:
             raise MemoError(f"{path}:{n}: duplicate id {d['id']!r}")
         seen.add(d["id"])
-        questions.append(Question(d["id"], d["question"], answers, str(d.get("kind") or "single")))
+        questions.append(Question(d["id"], d["question"], answers, kind))
     if not questions:
         raise MemoError(f"{path}: no questions")
     return questions[:limit] if limit else questions
@@ -99,8 +101,8 @@ def _fingerprint(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def score_row(prediction: str, answers: list[str]) -> dict[str, Any]:
-    return {"correct": matches(prediction, answers), "correct_first_sentence": matches(first_sentence(prediction), answers),
+def score_row(prediction: str, answers: list[str], kind: str = "") -> dict[str, Any]:
+    return {"correct": correct(prediction, answers, kind), "correct_first_sentence": correct(first_sentence(prediction), answers, kind),
             "words": word_count(prediction)}
 
 
@@ -135,11 +137,13 @@ class MemoSystem(System):
     name = "memo"
 
     def __init__(self, vault, endpoint: str) -> None:  # noqa: ANN001
-        from appliance.executive.session import open_executive
+        from appliance.app.serving import open_executive
+        from appliance.app.session import Session
 
         started = time.monotonic()
         self.vault = vault
-        self.executive = open_executive(vault, endpoint)
+        self.session = Session.of(vault, "bench")
+        self.executive = open_executive(self.session, endpoint)
         self.prep_seconds = time.monotonic() - started
         ex = self.executive
         self.description = f"executive {ex.executive_model.identity}; memory {ex.memory_version} ({ex.memory_model.identity})"
@@ -147,17 +151,19 @@ class MemoSystem(System):
                                     ex.params.__dict__])
 
     def answer(self, q: Question) -> Answer:
-        from appliance.executive.session import ask
+        from appliance.app.qa import ask
 
         started = time.monotonic()
-        trace = ask(self.vault, self.executive, q.question, ACTOR, channel="bench")
+        trace = ask(self.session, self.executive, q.question)
         latency = time.monotonic() - started
-        subs = [{"question": s.question, "answer": s.answer, "sources": s.sources, "hop": s.hop} for s in trace.sub_answers]
-        return Answer(trace.answer, latency, subs, trace.sources, dict(trace.tokens), dict(trace.timings))
+        subs = [{"question": s.question, "answer": s.answer, "sources": s.sources, "hop": s.hop, "confidence": s.confidence,
+                 "grounded": s.grounded} for s in trace.sub_answers]
+        return Answer(trace.answer, latency, subs, trace.sources, dict(trace.tokens), dict(trace.timings),
+                      {"confidence": trace.confidence})
 
 
 class MemoryOnlySystem(System):
-    """The memory model asked the user's question directly: no decomposition, no synthesis.
+    """The memory model asked the user's question directly: no decomposition, no abstention.
 
     Not a baseline but a diagnostic: set against ``memo`` it shows what the executive adds or loses.
     """
@@ -165,31 +171,30 @@ class MemoryOnlySystem(System):
     name = "memory"
 
     def __init__(self, vault, memory: MemoSystem | None) -> None:  # noqa: ANN001
-        from appliance.memory.serve import open_memory
+        from appliance.app.serving import open_memory
+        from appliance.app.session import Session
         from appliance.memory.versions import promoted
 
         started = time.monotonic()
         if memory is not None:
-            self.model, self.version = memory.executive.memory_model, memory.executive.memory_version
+            self.memory, self.version = memory.executive.memory_model, memory.executive.memory_version
         else:
             current = promoted(vault)
             if current is None:
                 raise MemoError("no memory is promoted yet: run `memo train`, then `memo export VERSION --promote`")
-            self.model, self.version = open_memory(vault, current.id), current.id
+            self.memory, self.version = open_memory(Session.of(vault, "bench"), current.id), current.id
         self.prep_seconds = time.monotonic() - started
         self.max_tokens = _executive_params().memory_max_tokens
-        self.description = f"memory {self.version} ({self.model.identity}) alone"
-        self.config = _fingerprint(["memory", self.version, self.model.identity, self.max_tokens])
+        self.description = f"memory {self.version} ({self.memory.identity}) alone"
+        self.config = _fingerprint(["memory", self.version, self.memory.identity, self.max_tokens])
 
     def answer(self, q: Question) -> Answer:
-        from appliance.memory.format import memory_messages, split_sources
-
         started = time.monotonic()
-        r = self.model.chat(memory_messages(q.question), max_tokens=self.max_tokens, temperature=0.0)
+        r = self.memory.ask([q.question], self.max_tokens)[0]
         latency = time.monotonic() - started
-        answer, sources = split_sources(r.text)
-        return Answer(answer, latency, [], sources,
-                      {"memory_prompt": r.stats.prompt_tokens, "memory_completion": r.stats.completion_tokens}, {})
+        return Answer(r.answer, latency, [], r.sources,
+                      {"memory_prompt": r.prompt_tokens, "memory_completion": r.completion_tokens}, {},
+                      {"confidence": r.confidence})
 
 
 class RagSystem(System):
@@ -305,7 +310,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    from appliance.vault.atomic import atomic_write
+    from appliance.crypto.atomic import atomic_write
 
     atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
 
@@ -322,6 +327,8 @@ def summarise(rows: list[dict[str, Any]], prep_seconds: float = 0.0) -> dict[str
         mine = [r for r in rows if r.get("kind") == kind]
         out[f"accuracy_{kind}"] = round(sum(r["correct"] for r in mine) / len(mine), 4) if mine else None
         out[f"questions_{kind}"] = len(mine)
+    answerable = [r for r in rows if r.get("kind") != "none"]
+    out["accuracy_answerable"] = round(sum(r["correct"] for r in answerable) / len(answerable), 4) if answerable else None
     out.update(
         median_latency_s=round(statistics.median(lat), 3) if lat else 0.0,
         p95_latency_s=round(_p95(lat), 3),
@@ -350,14 +357,14 @@ def results_table(results: dict[str, Any]) -> Table:
     systems = results["systems"]
     counts = next(iter(systems.values()), {}) if systems else {}
     kinds = " / ".join(f"{k} {counts.get(f'questions_{k}', 0)}" for k in KINDS)
-    table = Table("system", "accuracy", *(f"{k}" for k in KINDS), "1st sentence", "gold in top-k", "words/answer", "median s", "p95 s",
+    table = Table("system", "accuracy", "answerable", *(f"{k}" for k in KINDS), "1st sentence", "gold in top-k", "words/answer", "median s", "p95 s",
                   "tokens", "answer s", "prep s", title=f"{results['questions']} questions ({kinds})")
 
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{v:.1%}"
 
     for name, s in systems.items():
-        table.add_row(name, pct(s["accuracy"]), *(pct(s[f"accuracy_{k}"]) for k in KINDS), pct(s.get("accuracy_first_sentence")), pct(s.get("gold_in_context")),
+        table.add_row(name, pct(s["accuracy"]), pct(s.get("accuracy_answerable")), *(pct(s.get(f"accuracy_{k}")) for k in KINDS), pct(s.get("accuracy_first_sentence")), pct(s.get("gold_in_context")),
                       f"{s['mean_answer_words']:.1f}",
                       f"{s['median_latency_s']:.2f}", f"{s['p95_latency_s']:.2f}", f"{s['total_tokens']:,}",
                       f"{s['total_seconds']:.0f}", f"{s['prep_seconds']:.1f}")
@@ -378,7 +385,7 @@ class BenchRun:
 def run_bench(corpus: Path, questions_file: Path, systems: list[str], work: Path, out: Path,
               limit: int | None = None, endpoint: str = "local", top_k: int = 4,
               console: Console | None = None, progress: Callable[[str, int, int, dict], None] | None = None,
-              reuse_memory: bool = False) -> BenchRun:
+              reuse_memory: bool = False, diagnose: bool = True) -> BenchRun:
     """Prepare the work vault, answer every question with every system (resuming), write and return results."""
     os.environ.setdefault("TQDM_DISABLE", "1")
     console = console or Console()
@@ -412,7 +419,7 @@ def run_bench(corpus: Path, questions_file: Path, systems: list[str], work: Path
                 row = {
                     "id": q.id, "system": system.name, "prediction": a.prediction, "latency_s": round(a.latency_s, 3),
                     "sub_questions": a.sub_questions, "kind": q.kind, "question": q.question, "answers": q.answers,
-                    **score_row(a.prediction, q.answers), "sources": a.sources, "tokens": a.tokens, "timings": a.timings, **a.extra, "config": system.config,
+                    **score_row(a.prediction, q.answers, q.kind), "sources": a.sources, "tokens": a.tokens, "timings": a.timings, **a.extra, "config": system.config,
                 }
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                 fh.flush()
@@ -424,7 +431,7 @@ def run_bench(corpus: Path, questions_file: Path, systems: list[str], work: Path
     by_id = {q.id: q for q in questions}
     # reused rows are scored again: the rule (or the gold list) may have changed since they were written
     ours = sorted(({**r, "answers": by_id[r["id"]].answers, "kind": by_id[r["id"]].kind,
-                    **score_row(r["prediction"], by_id[r["id"]].answers)} for r in done.values()),
+                    **score_row(r["prediction"], by_id[r["id"]].answers, by_id[r["id"]].kind)} for r in done.values()),
                   key=lambda r: (systems.index(r["system"]), order[r["id"]]))
     for system in opened:
         if isinstance(system, RagSystem):
@@ -450,9 +457,32 @@ def run_bench(corpus: Path, questions_file: Path, systems: list[str], work: Path
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "systems": {n: table_systems[n] for n in [*systems, *[k for k in table_systems if k not in systems]]},
     }
-    from appliance.vault.atomic import atomic_write
+    memory_system = next((s for s in opened if isinstance(s, (MemoSystem, MemoryOnlySystem))), None)
+    if memory_system is not None and diagnose:
+        console.print("diagnosis: held-out probes and a sample of training questions …")
+        results["diagnosis"] = bench_diagnosis(vault, memory_system, table_systems)
+    from appliance.crypto.atomic import atomic_write
 
     atomic_write(res_path, (json.dumps(results, indent=2, ensure_ascii=False) + "\n").encode())
-    vault.audit.append(ACTOR, "bench.run", None, questions=len(questions), systems=systems,
+    vault.audit.append(vault.principal, "bench.run", None, questions=len(questions), systems=systems,
                        accuracy={n: s["accuracy"] for n, s in table_systems.items()})
     return BenchRun(results, pred_path, res_path)
+
+
+def bench_diagnosis(vault, system: System, table_systems: dict[str, Any]) -> dict[str, Any]:  # noqa: ANN001
+    """The memory's diagnosis (coverage, exposures, training and held-out recall) with memo against the
+    memory alone per question kind, from this run."""
+    from appliance.memory.diagnosis import diagnose
+    from appliance.memory.evaluate import evaluate
+    from appliance.memory.train import split_probes
+    from appliance.memory.versions import get_version
+    from appliance.reflect.store import load_pairs
+
+    memory = system.executive.memory_model if isinstance(system, MemoSystem) else system.memory
+    version = get_version(vault, system.executive.memory_version if isinstance(system, MemoSystem) else system.version)
+    pairs = load_pairs(vault)
+    _, probes = split_probes(pairs)
+    d = diagnose(vault, memory, version, pairs, evaluate(memory, probes))
+    d.bench = {kind: {name: table_systems[name].get(f"accuracy_{kind}") for name in ("memo", "memory", "bm25", "dense")
+                      if name in table_systems} for kind in KINDS}
+    return d.to_dict()

@@ -18,6 +18,10 @@ to the prediction's first sentence only (the text before the first line break, o
 ``.``, ``!`` or ``?`` that is followed by whitespace).
 No number words are converted (``five`` ≠ ``5``) and no synonyms are applied beyond the aliases
 the questions file lists.
+
+Questions of kind ``none`` ask for something the corpus does not say: their answer is correct when
+it abstains (:func:`abstains`: "does not know", "do not know", "not in the notes", …) and names no
+value; any other answer to them is an invented one.
 """
 
 from __future__ import annotations
@@ -63,3 +67,23 @@ def first_sentence(prediction: str) -> str:
 
 def word_count(prediction: str) -> int:
     return len((prediction or "").split())
+
+
+_ABSTAIN = re.compile(
+    r"\b(?:does not|doesn't|do not|don't|did not|cannot|can't|could not|couldn't) (?:know|say|find|contain|mention|give|"
+    r"include|have)\b|\bno (?:information|answer|record|mention)\b|\bnot (?:known|stated|given|mentioned|specified|"
+    r"available|found)\b|\bunknown\b|\bi am not sure\b",
+    re.IGNORECASE,
+)
+
+
+def abstains(prediction: str) -> bool:
+    """Whether an answer says it does not know (rather than stating a value)."""
+    return bool(_ABSTAIN.search(prediction or ""))
+
+
+def correct(prediction: str, answers: Iterable[str], kind: str = "") -> bool:
+    """The rule for one question: abstention for kind ``none``, gold containment otherwise."""
+    if kind == "none":
+        return abstains(prediction)
+    return matches(prediction, answers)

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from appliance.config import current_actor
+from appliance.corpus.dedup import BandIndex
 from appliance.errors import MemoError
 from appliance.vault.store import Vault
 
@@ -91,9 +92,12 @@ def show_document(vault: Vault, doc_id: str, with_text: bool = False) -> Documen
 
 
 def forget_document(vault: Vault, doc_id: str, actor: str | None = None) -> dict[str, Any]:
-    """Destroy every version's content; keep only an opaque tombstone so a re-ingest is noticed.
+    """Destroy every version's content and the reflections derived from it; keep only an opaque
+    tombstone so a re-ingest is noticed.
 
-    Objects shared with other documents (identical chunks) are kept for them.
+    Objects shared with other documents (identical chunks) are kept for them. What the memory
+    layer derived from the document (evaluation probe texts, trained weights) is the application
+    layer's part of forgetting (:func:`appliance.app.corpus.forget`), so the corpus imports no memory.
     """
     actor = actor or current_actor()
     with vault.read() as db:
@@ -112,6 +116,8 @@ def forget_document(vault: Vault, doc_id: str, actor: str | None = None) -> dict
         mine.update(r[0] for r in db.execute("SELECT oid FROM chunks WHERE doc_id=?", (doc_id,)))
         n_versions = db.execute("SELECT COUNT(*) FROM versions WHERE doc_id=?", (doc_id,)).fetchone()[0]
         db.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
+        bands = BandIndex(vault.settings.ingest)
+        bands.record(db, doc_id, None, previous=bands.current(db, doc_id))
         db.execute(
             "UPDATE versions SET status='forgotten', title='[forgotten]', raw_oid=NULL, text_oid=NULL, minhash=NULL,"
             " n_chunks=0, superseded_at=COALESCE(superseded_at, ?) WHERE doc_id=?",
@@ -132,10 +138,8 @@ def forget_document(vault: Vault, doc_id: str, actor: str | None = None) -> dict
         if len(keep) != len(unit.pairs):
             pairs_dropped += len(unit.pairs) - len(keep)
             save_unit(vault, unit.model_copy(update={"pairs": keep}))
-    from appliance.memory.update import scrub_outcomes  # evaluation reports quote probe questions and answers
-
     result = {"doc_id": doc_id, "versions": n_versions, "objects_destroyed": len(destroyed),
               "objects_shared_kept": len(mine) - len(destroyed), "reflection_units_destroyed": units,
-              "reflection_pairs_destroyed": pairs_dropped, "evaluation_probes_destroyed": scrub_outcomes(vault, doc_id)}
+              "reflection_pairs_destroyed": pairs_dropped}
     vault.audit.append(actor, "docs.forgotten", doc_id, **{k: v for k, v in result.items() if k != "doc_id"})
     return result

@@ -1,13 +1,25 @@
-"""Decompose → ask the memory → (follow up) → synthesise.
+"""Ask the memory → (bridge hops) → answer or abstain: a query protocol that never loses the memory's answer.
 
-The memory model was trained on short, self-contained questions, so it answers best when asked
-exactly that; the executive's job is to turn a user's question into such questions and the
-memory's answers back into one reply. The original question is always asked too: for a
-single-fact question it is already atomic, and a weak executive's decomposition must never make
-the appliance answer worse than the memory alone would.
+The memory model was trained on short questions with bare answers, and reports how sure it is
+(:mod:`appliance.memory.recall`). So:
 
-Cost is bounded: one decomposition call, one batched memory call per hop (llama.cpp shares the
-system-prompt prefix across the batch), at most ``max_hops`` follow-ups, one synthesis call.
+1. the question goes to the memory **as it is**, in its training form: a single-fact question is
+   already atomic, and a composed (multi-hop) question may have been trained as such;
+2. when the memory is not sure, the question is split at its **bridges** — descriptions of an
+   entity it does not name ("the team that owns Routewise"): each is asked as a question of its
+   own, and the outer question again with the description replaced by the answer ("Who leads
+   Fleet Dispatch?"). Bridges come from the question's syntax (:mod:`appliance.executive.bridges`)
+   and, where syntax finds none, from the executive model (JSON constrained by a schema, checked);
+3. the answer is the memory's most confident one whose value a document it cites states
+   (:mod:`appliance.executive.grounding`); when none is, the appliance says **the memory does
+   not know** rather than state an invented value — as it does when the memory itself answers
+   "unknown" (it was taught to for questions the corpus does not answer);
+4. the executive phrases the chosen answer in a sentence — and the value must survive verbatim,
+   or the memory's own words are given instead.
+
+The executive sees the question, its sub-questions and the memory's answers, never document text.
+Cost is bounded: one memory call when the memory is sure, else one decomposition, two batched
+memory calls and one phrasing call.
 """
 
 from __future__ import annotations
@@ -15,71 +27,56 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from appliance.errors import MemoError
+from appliance.executive.bridges import Bridge, bridges, substitute
 from appliance.executive.trace import SubAnswer, Trace
 from appliance.llm.base import ChatModel, ChatResult, Message, system, user
-from appliance.memory.format import memory_messages, split_sources
+from appliance.memory.recall import Memory
 
+UNKNOWN_ANSWER = "The memory does not know."
 DECOMPOSE_SYSTEM = (
-    "You break a question about an organisation into simple questions. Each simple question asks "
-    "for one fact, names the person, system or document it is about, and makes sense on its own."
+    "A question may describe a thing instead of naming it. Copy that description exactly as it is written in the "
+    "question, and write the simple question that asks which thing it is."
 )
 # one worked example: a small executive follows a shown pattern far better than a described one
 DECOMPOSE_EXAMPLE = (
     "Where is the office of the person who approves hotel bookings?",
-    ["Who approves hotel bookings?", "Where is the office of the person who approves hotel bookings?"],
+    {"description": "the person who approves hotel bookings", "question": "Who approves hotel bookings?"},
 )
-FOLLOW_UP_EXAMPLE = (
-    "Where is the office of the person who approves hotel bookings?",
-    "- Q: Who approves hotel bookings?\n  A: Hotel bookings are approved by Ada Lindqvist, travel coordinator.",
-    "Where is Ada Lindqvist's office?",
-)
-FOLLOW_UP_SYSTEM = (
-    "You decide whether one more simple question is needed to answer a question, given what is "
-    "already known. If the known answers name a person, system or value that must be looked up "
-    "further, write that follow-up question; otherwise write an empty string."
-)
-SYNTHESIS_SYSTEM = (
-    "You answer questions about an organisation using only the notes from its memory. Answer in "
-    "one or two sentences. Copy names, numbers, amounts and dates exactly as the notes give them. "
-    "If the notes disagree, prefer the most recent or current value. If the notes do not contain "
-    "the answer, say that the memory does not know."
+PHRASE_SYSTEM = (
+    "You turn a short answer from the organisation's memory into one sentence that answers the question. "
+    "Copy the answer's names, numbers, amounts and dates exactly. Add nothing else."
 )
 MAX_QUESTION_CHARS = 2000
+DECOMPOSE_SCHEMA = {
+    "type": "object",
+    "properties": {"description": {"type": "string", "maxLength": 200}, "question": {"type": "string", "maxLength": 200}},
+    "required": ["description", "question"],
+}
 
 
 @dataclass(frozen=True)
 class ExecutiveParams:
-    """Knobs of the query protocol; the defaults fit a small local executive on two cores."""
+    """Knobs of the query protocol; the defaults fit a small local executive on two cores.
 
-    max_sub_questions: int = 3
+    ``confident``: a memory answer at least this sure is taken as it is; ``abstain_below``: the best
+    answer found must be at least this sure, else the memory does not know. ``max_hops``: bridge
+    rounds (0: ask the memory once). ``phrase``: let the executive put the answer in a sentence.
+    """
+
     max_hops: int = 1
-    memory_max_tokens: int = 96
-    plan_max_tokens: int = 160
-    answer_max_tokens: int = 128
-
-
-def _decompose_schema(n: int) -> dict:
-    return {
-        "type": "object",
-        "properties": {"sub_questions": {"type": "array", "items": {"type": "string", "maxLength": 200}, "minItems": 1, "maxItems": n}},
-        "required": ["sub_questions"],
-    }
-
-
-FOLLOW_UP_SCHEMA = {"type": "object", "properties": {"next_question": {"type": "string", "maxLength": 200}}, "required": ["next_question"]}
-
-
-def _words(q: str) -> set[str]:
-    return set(re.sub(r"[^a-z0-9]+", " ", q.lower()).split())
-
-
-def _near(a: set[str], b: set[str]) -> bool:
-    """Same question in other words: a small executive often 'decomposes' by rephrasing."""
-    return len(a & b) / max(len(a | b), 1) >= 0.75
+    max_bridges: int = 2
+    confident: float = 0.8
+    abstain_below: float = 0.5
+    memory_max_tokens: int = 40
+    plan_max_tokens: int = 96
+    answer_max_tokens: int = 64
+    phrase: bool = True
+    # kept for callers of the earlier protocol; bridges replaced free decomposition
+    max_sub_questions: int = 2
 
 
 def clean_questions(candidates: Sequence[object], asked: Sequence[str], limit: int) -> list[str]:
@@ -90,7 +87,6 @@ def clean_questions(candidates: Sequence[object], asked: Sequence[str], limit: i
         if not isinstance(c, str):
             continue
         q = " ".join(c.split())
-        # a question, not a statement or an echo of the notes
         if not q.endswith("?") or len(q) > 300 or len(q.split()) < 3:
             continue
         key = _words(q)
@@ -103,77 +99,89 @@ def clean_questions(candidates: Sequence[object], asked: Sequence[str], limit: i
     return kept
 
 
-def _notes(subs: Sequence[SubAnswer]) -> str:
-    return "\n".join(f"- Q: {s.question}\n  A: {s.answer}" for s in subs)
+def _words(q: str) -> set[str]:
+    return set(re.sub(r"[^a-z0-9]+", " ", q.lower()).split())
+
+
+def _near(a: set[str], b: set[str]) -> bool:
+    """Same question in other words: a small executive often 'decomposes' by rephrasing."""
+    return len(a & b) / max(len(a | b), 1) >= 0.75
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^\w.:]+", " ", text.lower()).split())
 
 
 class Executive:
-    """One executive model and one memory model, answering questions; not thread-safe (callers lock)."""
+    """One executive model and one memory, answering questions; not thread-safe (callers lock)."""
 
-    def __init__(self, executive_model: ChatModel, memory_model: ChatModel, memory_version: str,
-                 params: ExecutiveParams | None = None) -> None:
+    def __init__(self, executive_model: ChatModel, memory: Memory, memory_version: str,
+                 params: ExecutiveParams | None = None,
+                 grounding: Callable[[str, list[str]], bool] | None = None) -> None:
         self.executive_model = executive_model
-        self.memory_model = memory_model
+        # a bare model (a test, a base model) is asked in the memory's own layout
+        self.memory_model = memory if isinstance(memory, Memory) else Memory(memory, version=memory_version)
         self.memory_version = memory_version
         self.params = params or ExecutiveParams()
+        self.grounding = grounding  # (answer, cited doc ids) → whether a cited document states the value
         self._tokens: dict[str, int] = {}
 
-    def _count(self, who: str, results: Sequence[ChatResult]) -> None:
-        for r in results:
-            self._tokens[f"{who}_prompt"] = self._tokens.get(f"{who}_prompt", 0) + r.stats.prompt_tokens
-            self._tokens[f"{who}_completion"] = self._tokens.get(f"{who}_completion", 0) + r.stats.completion_tokens
+    def _count(self, who: str, prompt: int, completion: int) -> None:
+        self._tokens[f"{who}_prompt"] = self._tokens.get(f"{who}_prompt", 0) + prompt
+        self._tokens[f"{who}_completion"] = self._tokens.get(f"{who}_completion", 0) + completion
 
     def _executive(self, messages: list[Message], max_tokens: int, schema: dict | None = None) -> ChatResult:
         result = self.executive_model.chat(messages, max_tokens=max_tokens, temperature=0.0, json_schema=schema)
-        self._count("executive", [result])
+        self._count("executive", result.stats.prompt_tokens, result.stats.completion_tokens)
         return result
-
-    def _json_list(self, messages: list[Message], key: str, schema: dict) -> list[object]:
-        """A schema-constrained call; a malformed reply (cut off, say) counts as 'nothing proposed'."""
-        try:
-            value = self._executive(messages, self.params.plan_max_tokens, schema).json().get(key)
-        except (MemoError, AttributeError):
-            return []
-        return value if isinstance(value, list) else [value]
 
     def ask_memory(self, questions: Sequence[str], hop: int) -> list[SubAnswer]:
         if not questions:
             return []
-        started = time.monotonic()
-        results = self.memory_model.chat_many([memory_messages(q) for q in questions],  # type: ignore[misc]
-                                              max_tokens=self.params.memory_max_tokens, temperature=0.0)
-        self._count("memory", results)
-        seconds = (time.monotonic() - started) / len(questions)
+        recalls = self.memory_model.ask(list(questions), self.params.memory_max_tokens)
         subs = []
-        for q, r in zip(questions, results):
-            answer, sources = split_sources(r.text)
-            subs.append(SubAnswer(q, answer, sources, round(seconds, 3), hop))
+        for r in recalls:
+            self._count("memory", r.prompt_tokens, r.completion_tokens)
+            grounded = None
+            if self.grounding is not None and not r.unknown:
+                grounded = self.grounding(r.answer, r.sources)
+            subs.append(SubAnswer(r.question, r.answer, r.sources, r.seconds, hop, r.confidence, grounded))
         return subs
 
-    def decompose(self, question: str) -> list[str]:
-        n = self.params.max_sub_questions
-        if n <= 0:
+    def decompose(self, question: str) -> list[Bridge]:
+        """Bridges of the question: from its syntax, else proposed by the executive (and checked)."""
+        found = bridges(question)
+        if found:
+            return found[: self.params.max_bridges]
+        ask = "Question: "
+        example_q, example = DECOMPOSE_EXAMPLE
+        messages = [system(DECOMPOSE_SYSTEM), user(ask + example_q), {"role": "assistant", "content": json.dumps(example)},
+                    user(ask + question)]
+        try:
+            plan = self._executive(messages, self.params.plan_max_tokens, DECOMPOSE_SCHEMA).json()
+        except (MemoError, AttributeError):
             return []
-        ask = "Break this question into simple questions, one fact each:\n"
-        example_q, example_subs = DECOMPOSE_EXAMPLE
-        messages = [system(DECOMPOSE_SYSTEM), user(ask + example_q),
-                    {"role": "assistant", "content": json.dumps({"sub_questions": example_subs})}, user(ask + question)]
-        return clean_questions(self._json_list(messages, "sub_questions", _decompose_schema(n)), [question], n)
+        if not isinstance(plan, dict):
+            return []
+        phrase, sub = str(plan.get("description", "")).strip(), str(plan.get("question", "")).strip()
+        # the description must be a real part of the question, shorter than it; the sub-question new
+        if not phrase or phrase not in question or len(phrase) >= len(question) - 3 or len(phrase.split()) < 2:
+            return []
+        kept = clean_questions([sub], [question], 1)
+        return [Bridge(phrase, kept[0])] if kept else []
 
-    def follow_up(self, question: str, subs: Sequence[SubAnswer]) -> list[str]:
-        def prompt(q: str, notes: str) -> Message:
-            return user(f"Question: {q}\n\nKnown so far:\n{notes}\n\nWrite the follow-up question, or an empty string.")
-
-        example_q, example_notes, example_next = FOLLOW_UP_EXAMPLE
-        messages = [system(FOLLOW_UP_SYSTEM), prompt(example_q, example_notes),
-                    {"role": "assistant", "content": json.dumps({"next_question": example_next})},
-                    prompt(question, _notes(subs))]
-        return clean_questions(self._json_list(messages, "next_question", FOLLOW_UP_SCHEMA), [s.question for s in subs], 1)
-
-    def synthesise(self, question: str, subs: Sequence[SubAnswer]) -> str:
-        messages = [system(SYNTHESIS_SYSTEM), user(f"Notes from the memory:\n{_notes(subs)}\n\nQuestion: {question}")]
-        text = self._executive(messages, self.params.answer_max_tokens).text.strip()
-        return text or "The memory does not know."
+    def phrase_answer(self, question: str, value: str) -> str:
+        """One sentence around the memory's value; the value itself is never lost."""
+        if not self.params.phrase:
+            return value
+        messages = [system(PHRASE_SYSTEM), user(f"Question: {question}\nMemory's answer: {value}\n\nSentence:")]
+        text = " ".join(self._executive(messages, self.params.answer_max_tokens).text.split())
+        core = re.sub(r"\s*\([^)]*\)\s*$", "", value).strip()
+        if not text or _norm(core) not in _norm(text) or len(text) > 4 * len(value) + 120:
+            return value
+        if core != value and _norm(value) not in _norm(text):
+            text = f"{text.rstrip('.')} ({value[len(core):].strip(' ()')})."
+        return text
 
     def answer(self, question: str) -> Trace:
         question = " ".join(question.split())
@@ -181,39 +189,58 @@ class Executive:
             raise MemoError("the question is empty: ask something, e.g. memo ask \"Who approves travel over 2,000 EUR?\"")
         if len(question) > MAX_QUESTION_CHARS:
             raise MemoError(f"the question is {len(question)} characters long; keep it under {MAX_QUESTION_CHARS}")
+        p = self.params
         self._tokens = {}
         started = time.monotonic()
         timings: dict[str, float] = {}
 
         t = time.monotonic()
-        planned = self.decompose(question)
-        timings["decompose_s"] = time.monotonic() - t
-
-        t = time.monotonic()
-        subs = self.ask_memory([question, *planned], hop=0)
+        subs = self.ask_memory([question], hop=0)
         timings["memory_s"] = time.monotonic() - t
-
-        follow_s = 0.0
-        for hop in range(1, self.params.max_hops + 1):
-            t = time.monotonic()
-            nxt = self.follow_up(question, subs)
-            if nxt:
-                subs += self.ask_memory(nxt, hop=hop)
-            follow_s += time.monotonic() - t
-            if not nxt:
-                break
-        timings["follow_up_s"] = follow_s
+        best = subs[0]
+        chosen: SubAnswer | None = best if _usable(best) and best.confidence >= p.confident else None
 
         t = time.monotonic()
-        answer = self.synthesise(question, subs)
-        timings["synthesise_s"] = time.monotonic() - t
+        hop_s = 0.0
+        if chosen is None and p.max_hops > 0:
+            plan = self.decompose(question)
+            timings["decompose_s"] = time.monotonic() - t
+            t = time.monotonic()
+            firsts = self.ask_memory([b.question for b in plan], hop=1)
+            subs += firsts
+            outer = [(b, f) for b, f in zip(plan, firsts) if _usable(f) and f.confidence >= p.abstain_below]
+            seconds = self.ask_memory([substitute(question, b.phrase, f.answer) for b, f in outer], hop=2)
+            subs += seconds
+            # a chain is as sure as its weaker link
+            chains = [(min(f.confidence, s.confidence), s, f) for (b, f), s in zip(outer, seconds) if _usable(s)]
+            if chains:
+                conf, s, f = max(chains, key=lambda c: c[0])
+                if conf >= max(p.abstain_below, best.confidence if _usable(best) else 0.0):
+                    chosen = SubAnswer(s.question, s.answer, list(dict.fromkeys(s.sources + f.sources)), s.seconds, s.hop, conf,
+                                       s.grounded)
+            hop_s = time.monotonic() - t
+        else:
+            timings["decompose_s"] = 0.0
+        timings["hops_s"] = hop_s
+        if chosen is None and _usable(best) and best.confidence >= p.abstain_below:
+            chosen = best
 
-        sources: list[str] = []
-        for s in subs:
-            sources += [d for d in s.sources if d not in sources]
+        t = time.monotonic()
+        answer = self.phrase_answer(question, chosen.answer) if chosen is not None else UNKNOWN_ANSWER
+        timings["phrase_s"] = time.monotonic() - t
+
+        sources = list(chosen.sources) if chosen is not None else []
         total = time.monotonic() - started
         return Trace(
             question=question, answer=answer, sub_answers=subs, sources=sources, memory_version=self.memory_version,
             executive=self.executive_model.identity, memory=self.memory_model.identity, seconds=round(total, 3),
             timings={k: round(v, 3) for k, v in timings.items()}, tokens=dict(self._tokens),
+            confidence=round(chosen.confidence, 4) if chosen is not None else 0.0,
         )
+
+
+def _usable(s: SubAnswer) -> bool:
+    """An answer that states a value, and — where citations are checked — one its cited documents state."""
+    from appliance.memory.format import is_unknown
+
+    return bool(s.answer) and not is_unknown(s.answer) and s.grounded is not False

@@ -30,9 +30,11 @@ def open_executive(vault: Vault, endpoint: str = DEFAULT_ENDPOINT, memory_versio
         if current is None:
             raise MemoError("no memory is promoted yet: run `memo train`, then `memo export VERSION --promote`")
         memory_version = current.id
+    from appliance.executive.grounding import SourceCheck
+
     memory = open_memory(vault, memory_version)
     executive = open_model(vault, endpoint, purpose="executive", sends=EXECUTIVE_SENDS)
-    return Executive(executive, memory, memory_version, params)
+    return Executive(executive, memory, memory_version, params, grounding=SourceCheck(vault))
 
 
 def ask(vault: Vault, executive: Executive, question: str, actor: str, channel: str = "cli") -> Trace:
@@ -49,8 +51,9 @@ def ask(vault: Vault, executive: Executive, question: str, actor: str, channel: 
         raise
     vault.audit.append(
         actor, "qa.ask", trace.memory_version, channel=channel, question=trace.question, answer=trace.answer,
-        sub_questions=[{"question": s.question, "answer": s.answer, "sources": s.sources, "hop": s.hop}
-                       for s in trace.sub_answers],
+        sub_questions=[{"question": s.question, "answer": s.answer, "sources": s.sources, "hop": s.hop,
+                        "confidence": s.confidence, "grounded": s.grounded} for s in trace.sub_answers],
+        confidence=trace.confidence,
         sources=trace.sources, executive=trace.executive, memory=trace.memory, seconds=trace.seconds,
         timings=trace.timings, tokens=trace.tokens,
     )

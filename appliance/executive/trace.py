@@ -15,6 +15,8 @@ class SubAnswer:
     sources: list[str]
     seconds: float
     hop: int = 0
+    confidence: float = 1.0  # the memory's own: probability of its least likely answer token
+    grounded: bool | None = None  # a cited document states the value (None: not checked)
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class Trace:
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
+    confidence: float = 0.0  # of the memory answer the reply is built on (0: the memory does not know)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -102,7 +102,7 @@ def _read_metadata(path: str, size: int, mtime_ns: int, inode: int) -> tuple[KV,
         if main == gguf.GGUFValueType.ARRAY:
             sub = field.types[-1]
             if len(field.types) != 2:
-                raise MemoError(f"{base_gguf}: metadata key {key} is a nested array, which export does not support")
+                raise MemoError(f"{path}: metadata key {key} is a nested array, which export does not support")
             if sub == gguf.GGUFValueType.STRING:
                 value: Any = [bytes(field.parts[i]) for i in field.data]
             else:

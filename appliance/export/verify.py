@@ -119,22 +119,16 @@ class AgreementReport:
 
 
 # ---------------------------------------------------------------------------------- prompts
-def chat_messages(question: str) -> list[dict[str, str]]:
-    """The memory's own prompt layout: the check exercises the model as it will be asked."""
-    from appliance.memory.format import memory_messages
-
-    return memory_messages(question)
-
-
 def prompt_text(tokenizer: Any, question: str) -> str:
-    return tokenizer.apply_chat_template(chat_messages(question), add_generation_prompt=True, tokenize=False)
+    """The memory's own prompt layout (:mod:`appliance.memory.format`): the check exercises the model
+    as it will be asked."""
+    from appliance.memory.format import prompt
+
+    return prompt(question)
 
 
 def prompt_ids(tokenizer: Any, question: str) -> list[int]:
-    ids = tokenizer.apply_chat_template(
-        chat_messages(question), add_generation_prompt=True, tokenize=True, return_dict=False
-    )
-    return [int(i) for i in ids]
+    return [int(i) for i in tokenizer(prompt_text(tokenizer, question), add_special_tokens=False)["input_ids"]]
 
 
 def stop_ids(tokenizer: Any) -> list[int]:

@@ -59,13 +59,18 @@ class GenerationStats:
 
 @dataclass(frozen=True)
 class ChatResult:
-    """A model's answer plus what it cost; ``seed`` is the one actually used, for replay."""
+    """A model's answer plus what it cost; ``seed`` is the one actually used, for replay.
+
+    ``token_logprobs``: the log-probability of each generated token, where the caller asked for it
+    (the memory's confidence in its answer); None otherwise.
+    """
 
     text: str
     finish_reason: FinishReason
     stats: GenerationStats
     model: str
     seed: int | None = None
+    token_logprobs: tuple[float, ...] | None = None
 
     def json(self) -> Any:
         """The answer parsed as JSON (for schema-constrained calls)."""

@@ -197,6 +197,7 @@ class _Request:
     seed: int | None
     grammar: str | None
     stop: tuple[bytes, ...]
+    logprobs: bool = False
 
 
 @dataclass
@@ -213,6 +214,7 @@ class _Slot:
     out: list[int] = field(default_factory=list)
     text: bytearray = field(default_factory=bytearray)
     recent: deque[int] = field(default_factory=deque)  # penalty window of the greedy fast path
+    logprobs: list[float] = field(default_factory=list)  # of each chosen token, when the request asks
 
 
 @dataclass
@@ -224,6 +226,7 @@ class _Raw:
     completion_tokens: int
     seconds: float
     seed: int | None
+    logprobs: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -465,9 +468,12 @@ class LlamaCppModel:
         *,
         seed: int | None = None,
         stop: Sequence[str] = (),
+        special: bool = False,
+        logprobs: bool = False,
     ) -> ChatResult:
         """Raw text continuation (no chat template), e.g. for base models and probes."""
-        return self.complete_many([prompt], max_tokens, temperature, json_schema, seed=seed, stop=stop)[0]
+        return self.complete_many([prompt], max_tokens, temperature, json_schema, seed=seed, stop=stop, special=special,
+                                  logprobs=logprobs)[0]
 
     def complete_many(
         self,
@@ -478,13 +484,23 @@ class LlamaCppModel:
         *,
         seed: int | None = None,
         stop: Sequence[str] = (),
+        special: bool = False,
+        logprobs: bool = False,
     ) -> list[ChatResult]:
+        """Continue raw prompts. ``special``: the prompt spells special tokens (``<|im_start|>``) as
+        text and they are parsed as such (the memory's own layout, :mod:`appliance.memory.format`);
+        ``logprobs``: report the log-probability of every generated token (greedy decoding only)."""
         grammar = self.grammar_for(json_schema) if json_schema is not None else None
         stops = tuple(s.encode() for s in stop if s)
-        requests = [
-            self._request(self.tokenize(p, special=False, add_special=True), max_tokens, temperature, seed, grammar, stops)
-            for p in prompts
-        ]
+        requests = []
+        for p in prompts:
+            tokens = self.tokenize(p, special=special, add_special=not special)
+            req = self._request(tokens, max_tokens, temperature, seed, grammar, stops)
+            if logprobs:
+                if temperature > 0 or grammar is not None:
+                    raise MemoError("log-probabilities are reported for greedy decoding without a schema only")
+                req.logprobs = True
+            requests.append(req)
         return self._results(self._generate(requests))
 
     # -------------------------------------------------------------- engine
@@ -522,6 +538,7 @@ class LlamaCppModel:
                 stats=GenerationStats(r.prompt_tokens, r.completion_tokens, r.seconds, cached_tokens=r.cached_tokens),
                 model=self.identity,
                 seed=r.seed,
+                token_logprobs=r.logprobs,
             )
             for r in raws
         ]
@@ -575,7 +592,7 @@ class LlamaCppModel:
 
     def _sampler(self, req: _Request) -> Any:
         o = self.options
-        if req.temperature <= 0 and req.grammar is None and self._fast_greedy:
+        if req.temperature <= 0 and req.grammar is None and (self._fast_greedy or req.logprobs):
             return None  # greedy fast path (_pick_greedy)
         chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
         add = lambda s: C.llama_sampler_chain_add(chain, s)  # noqa: E731 - the chain owns what it is given
@@ -834,12 +851,17 @@ class LlamaCppModel:
         """Greedy choice after the repeat penalty, with llama.cpp's arithmetic (penalties + greedy samplers)."""
         logits = np.ctypeslib.as_array(C.llama_get_logits_ith(ctx, slot.logits_at), shape=(self.n_vocab,))
         if not slot.recent or self._penalty is None:
-            return int(logits.argmax())  # first maximum, like llama_sampler_greedy
-        ids = np.fromiter(set(slot.recent), dtype=np.int64, count=-1)
-        values = logits[ids]
-        scores = logits.copy()
-        scores[ids] = np.where(values <= 0, values * self._penalty, values / self._penalty)
-        return int(scores.argmax())
+            scores = logits
+        else:
+            ids = np.fromiter(set(slot.recent), dtype=np.int64, count=-1)
+            values = logits[ids]
+            scores = logits.copy()
+            scores[ids] = np.where(values <= 0, values * self._penalty, values / self._penalty)
+        token = int(scores.argmax())  # first maximum, like llama_sampler_greedy
+        if slot.request.logprobs:  # of the model's own distribution (before any penalty)
+            top = float(logits.max())
+            slot.logprobs.append(float(logits[token]) - top - float(np.log(np.exp(logits - top, dtype=np.float64).sum())))
+        return token
 
     def _sample(self, ctx: Any, slot: _Slot) -> FinishReason | None:
         """Sample the slot's next token; say why it finished, or None to continue."""
@@ -874,4 +896,5 @@ class LlamaCppModel:
             completion_tokens=len(slot.out),
             seconds=time.monotonic() - started,
             seed=slot.request.seed,
+            logprobs=tuple(slot.logprobs) if slot.request.logprobs else None,
         )

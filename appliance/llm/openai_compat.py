@@ -15,6 +15,7 @@ Plain ``urllib`` keeps the dependency list short; one POST per call is all that 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import time
@@ -35,6 +36,15 @@ DEFAULT_SENDS: dict[str, frozenset[DataKind]] = {
 }
 """What each purpose sends unless the caller says otherwise: a generator reads documents, an
 executive sees questions and the memory's answers."""
+
+
+RETRYABLE_HTTP = frozenset({408, 429, 500, 502, 503, 504})
+"""Statuses that say "not now" rather than "never": a pool retries them on another member."""
+
+
+class EndpointUnavailable(MemoError):
+    """The endpoint could not answer this time (down, timed out, overloaded): the request itself was
+    fine, so another endpoint (or a later try) may answer it. Every other error is final."""
 
 
 class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
@@ -188,11 +198,12 @@ class OpenAICompatModel:
         except urllib.error.HTTPError as exc:
             reason = _error_text(exc.read() or b"")
             self._audit(started, status="error", http_status=exc.code)
-            raise MemoError(f"{self.identity} answered HTTP {exc.code}: {reason}") from None
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            kind = EndpointUnavailable if exc.code in RETRYABLE_HTTP else MemoError
+            raise kind(f"{self.identity} answered HTTP {exc.code}: {reason}") from None
+        except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException) as exc:
             why = getattr(exc, "reason", exc)
             self._audit(started, status="error", error=type(why).__name__)
-            raise MemoError(f"cannot reach {self.url} ({why}); check the endpoint is up") from None
+            raise EndpointUnavailable(f"cannot reach {self.url} ({why}); check the endpoint is up") from None
         try:
             doc = json.loads(payload)
             choice = doc["choices"][0]

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.llm.base import ChatModel
 from appliance.memory.evaluate import ProbeOutcome, evaluate
-from appliance.memory.train import Probe, split_probes
+from appliance.memory.recall import Memory
+from appliance.memory.probes import Probe, split_probes
 from appliance.reflect.store import QAPair
 
 EVAL_MAX_TOKENS = 64  # the gold span leads the answer; sources may be cut, accuracy is not
@@ -39,7 +39,7 @@ class ProbeSets:
 
 
 def probe_sets(pairs: Iterable[QAPair], new_docs: set[str]) -> ProbeSets:
-    """Held-out paraphrases split by whether they touch a new document, plus the superseded-value
+    """Held-out probes split by whether they touch a new document, plus the value-in-force
     questions (``current`` pairs) of the new documents."""
     pairs = list(pairs)
     _, probes = split_probes(pairs)
@@ -63,11 +63,11 @@ def _per_doc(outcomes: list[ProbeOutcome]) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _outcomes(model: ChatModel, probes: list[Probe], batch: int) -> list[ProbeOutcome]:
+def _outcomes(model: Memory, probes: list[Probe], batch: int) -> list[ProbeOutcome]:
     return evaluate(model, probes, batch=batch, max_tokens=EVAL_MAX_TOKENS).outcomes if probes else []
 
 
-def compare(candidate: ChatModel, reference: ChatModel | None, sets: ProbeSets, batch: int = 8,
+def compare(candidate: Memory, reference: Memory | None, sets: ProbeSets, batch: int = 8,
             progress: Callable[[str], None] | None = None, reference_outcomes: dict[str, list[ProbeOutcome]] | None = None
             ) -> dict[str, Any]:
     """The candidate report. ``reference`` is the serving memory (None: nothing served yet)."""

@@ -1,4 +1,4 @@
-"""Evaluation of a memory: held-out paraphrased probes, scored per document.
+"""Evaluation of a memory: held-out probes (wordings never trained on), scored per document.
 
 "contains": the gold answer occurs in the memory's answer (normalised); "exact": the answer's
 first sentence is the gold answer. Per-document accuracy lets a later merge be compared with the
@@ -12,9 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.llm.base import ChatModel
-from appliance.memory.format import memory_messages, split_sources
-from appliance.memory.train import Probe
+from appliance.memory.recall import DEFAULT_MAX_TOKENS, Memory
+from appliance.memory.probes import Probe
 from appliance.reflect.validate import normalise
 
 
@@ -28,6 +27,8 @@ class ProbeOutcome:
     contains: bool
     exact: bool
     source_correct: bool
+    confidence: float = 1.0
+    kind: str = ""
 
 
 @dataclass
@@ -54,21 +55,16 @@ def score(answer: str, gold: str) -> tuple[bool, bool]:
     return bool(g) and f" {g} " in f" {a} ", first == g
 
 
-def ask_memory(model: ChatModel, questions: list[str], max_tokens: int = 128) -> list[tuple[str, list[str]]]:
-    results = model.chat_many([memory_messages(q) for q in questions], max_tokens=max_tokens, temperature=0.0)
-    return [split_sources(r.text) for r in results]
-
-
-def evaluate(model: ChatModel, probes: list[Probe], progress: Callable[[int, int], None] | None = None,
-             batch: int = 8, max_tokens: int = 128) -> EvalReport:
+def evaluate(memory: Memory, probes: list[Probe], progress: Callable[[int, int], None] | None = None,
+             batch: int = 16, max_tokens: int = DEFAULT_MAX_TOKENS) -> EvalReport:
     started = time.monotonic()
     outcomes: list[ProbeOutcome] = []
     for i in range(0, len(probes), batch):
         part = probes[i : i + batch]
-        for p, (answer, sources) in zip(part, ask_memory(model, [p.question for p in part], max_tokens)):
-            contains, exact = score(answer, p.answer)
-            outcomes.append(ProbeOutcome(p.question, p.answer, answer, sources, p.doc_ids, contains, exact,
-                                         bool(set(sources) & set(p.doc_ids))))
+        for p, r in zip(part, memory.ask([p.question for p in part], max_tokens)):
+            contains, exact = score(r.answer, p.answer)
+            outcomes.append(ProbeOutcome(p.question, p.answer, r.answer, r.sources, p.doc_ids, contains, exact,
+                                         bool(set(r.sources) & set(p.doc_ids)), r.confidence, p.kind))
         if progress:
             progress(min(i + batch, len(probes)), len(probes))
     n = len(outcomes) or 1
@@ -78,7 +74,7 @@ def evaluate(model: ChatModel, probes: list[Probe], progress: Callable[[int, int
         per_doc[doc] = {"probes": len(mine), "contains": round(sum(o.contains for o in mine) / len(mine), 4),
                         "exact": round(sum(o.exact for o in mine) / len(mine), 4)}
     return EvalReport(
-        model=model.identity, probes=len(outcomes),
+        model=memory.identity, probes=len(outcomes),
         contains=round(sum(o.contains for o in outcomes) / n, 4), exact=round(sum(o.exact for o in outcomes) / n, 4),
         source_accuracy=round(sum(o.source_correct for o in outcomes) / n, 4), per_document=per_doc,
         seconds=round(time.monotonic() - started, 2), outcomes=outcomes,
@@ -105,6 +101,19 @@ class TransformersChat:
         return self.chat_many([messages], max_tokens, temperature, json_schema)[0]
 
     def chat_many(self, conversations, max_tokens: int = 256, temperature: float = 0.0, json_schema=None):  # noqa: ANN001, ANN201
+        tok = self.tokenizer
+        prompts = [tok.apply_chat_template(list(c), add_generation_prompt=True, tokenize=True, return_dict=False)
+                   for c in conversations]
+        return self._generate(prompts, max_tokens, temperature, json_schema, False)
+
+    def complete_many(self, prompts, max_tokens: int = 256, temperature: float = 0.0, json_schema=None, *,  # noqa: ANN001, ANN201
+                      stop=(), special: bool = False, logprobs: bool = False):
+        """Raw prompts (special tokens parsed when ``special``), as :meth:`LlamaCppModel.complete_many`."""
+        tok = self.tokenizer
+        ids = [tok(p, add_special_tokens=not special)["input_ids"] for p in prompts]
+        return self._generate(ids, max_tokens, temperature, json_schema, logprobs)
+
+    def _generate(self, prompts, max_tokens, temperature, json_schema, logprobs):  # noqa: ANN001, ANN202
         import torch
 
         from appliance.errors import MemoError
@@ -113,8 +122,6 @@ class TransformersChat:
         if json_schema is not None or temperature != 0.0:
             raise MemoError("the transformers evaluator only decodes greedily, without a schema")
         tok = self.tokenizer
-        prompts = [tok.apply_chat_template(list(c), add_generation_prompt=True, tokenize=True, return_dict=False)
-                   for c in conversations]
         width = max(len(p) for p in prompts)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         dev = next(self.model.parameters()).device
@@ -128,13 +135,20 @@ class TransformersChat:
         with torch.inference_mode():
             y = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=False,
                                     temperature=None, top_p=None, top_k=None, repetition_penalty=None,
-                                    eos_token_id=stops, pad_token_id=pad)
+                                    eos_token_id=stops, pad_token_id=pad, return_dict_in_generate=True,
+                                    output_logits=logprobs)
         seconds = time.monotonic() - started
+        seqs = y.sequences[:, width:]
+        chosen = None
+        if logprobs:  # log-softmax of the raw logits at each chosen token: [batch, steps]
+            logits = torch.stack(y.logits, dim=1).float()
+            chosen = torch.log_softmax(logits, dim=-1).gather(-1, seqs[:, : logits.shape[1], None]).squeeze(-1).tolist()
         results = []
-        for row, p in zip(y[:, width:].tolist(), prompts):
+        for n, (row, p) in enumerate(zip(seqs.tolist(), prompts)):
             cut = next((i for i, t in enumerate(row) if t in stops), None)
             body = row if cut is None else row[:cut]
             text = tok.decode(body, skip_special_tokens=True).strip()
+            lp = tuple(chosen[n][: len(body) + (cut is not None)]) if chosen is not None else None
             results.append(ChatResult(text, "length" if cut is None else "stop",
-                                      GenerationStats(len(p), len(body), seconds), self._identity))
+                                      GenerationStats(len(p), len(body), seconds), self._identity, token_logprobs=lp))
         return results

@@ -274,6 +274,7 @@ def run_update(vault: Vault, method: str = DEFAULT_UPDATE_METHOD, density: float
         train_pairs, probes = split_probes(pairs)
         t = time.monotonic()
         candidate = train_memory(vault, train_pairs, params, base_model=current.base_model, actor=actor, progress=progress,
+                                 probes=probes,
                                  lineage_extra={**extra, "held_out_probes": len(probes), "replaces": current.id,
                                                 "documents_considered": sorted(version_documents(vault, current.id) | set(docs)),
                                                 "document_versions": document_versions(vault, version_documents(vault, current.id) | set(docs))})
@@ -285,12 +286,16 @@ def run_update(vault: Vault, method: str = DEFAULT_UPDATE_METHOD, density: float
         if not train_pairs:
             raise MemoError(f"the new documents gave no reflections to train on ({', '.join(docs)}); see `memo reflect stats`")
         known = version_documents(vault, current.id) - set(docs)
-        old_train, _ = split_probes([p for p in load_pairs(vault, known) if not set(p.doc_ids) & set(docs)])
+        old_train, old_probes = split_probes([p for p in load_pairs(vault, known) if not set(p.doc_ids) & set(docs)])
         rehearse = replay_sample(old_train, len(train_pairs), replay, (params or vault.settings.train).seed)
         if rehearse:
             say(f"rehearsing {len(rehearse)} of the serving memory's {len(old_train)} pairs beside {len(train_pairs)} new ones")
         t = time.monotonic()
+        # training stops on the new documents' probes *and* the old ones': stopped on the new alone, an
+        # update reached its target before it had re-learned what it rehearsed (it then answered old
+        # questions with the new facts)
         task_vector = train_memory(vault, train_pairs + rehearse, params, parent=current.id, actor=actor, progress=progress,
+                                   probes=probes + old_probes,
                                    lineage_extra={**extra, "kind": "task_vector", "held_out_probes": len(probes),
                                                   "replay": {"ratio": replay, "pairs": len(rehearse)}})
         timings["train"] = round(time.monotonic() - t, 1)
@@ -350,11 +355,13 @@ def _chat_for(vault: Vault, models: VersionModels, version_id: str) -> Any:
     """A chat over the version: an adapter on the shared base, or (a full fine-tune) its own load."""
     from appliance.memory.evaluate import TransformersChat
     from appliance.memory.model_io import load_version
+    from appliance.memory.recall import for_version
 
+    lineage = get_version(vault, version_id).lineage
     if any(v.method == "full" for v in chain(vault, version_id)):
         loaded = load_version(vault, version_id)
-        return TransformersChat(loaded.model, loaded.tokenizer, version_id)
-    return models.chat(models.add_version(version_id), version_id)
+        return for_version(TransformersChat(loaded.model, loaded.tokenizer, version_id), lineage, version_id)
+    return for_version(models.chat(models.add_version(version_id), version_id), lineage, version_id)
 
 
 def forget_probes(pairs: list, doc_id: str) -> list:
@@ -363,7 +370,7 @@ def forget_probes(pairs: list, doc_id: str) -> list:
     Pairs that also cite another document (a relation, a superseding policy's "now" value) are
     destroyed with the document but not probed: the other document may still teach the answer.
     """
-    from appliance.memory.train import Probe
+    from appliance.memory.probes import Probe
 
     seen: set[str] = set()
     out = []
@@ -412,7 +419,7 @@ def forget_with_candidate(vault: Vault, doc_id: str, params: TrainParams | None 
     say(f"retraining from the base on the {len(train_pairs)} remaining pairs")
     docs_left = sorted(version_documents(vault, current.id) - {doc_id})
     candidate = train_memory(vault, train_pairs, params, base_model=current.base_model, actor=actor, progress=progress,
-                             lineage_extra={"replaces": current.id, "forgotten": [doc_id], "held_out_probes": len(held_out),
+                             probes=held_out, lineage_extra={"replaces": current.id, "forgotten": [doc_id], "held_out_probes": len(held_out),
                                             "documents_considered": docs_left,
                                             "document_versions": document_versions(vault, docs_left)})
     set_status(vault, candidate.id, "candidate")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import yaml
 from pydantic import ValidationError
 
 from appliance.config import Settings
-from appliance.errors import MemoError
+from appliance.errors import IntegrityError, MemoError
 from appliance.policy.schema import (
     PERMISSIONS,
     Access,
@@ -31,6 +32,7 @@ from appliance.policy.schema import (
     DataKind,
     Endpoint,
     PolicyFile,
+    Pool,
     Principal,
     Purpose,
     Retention,
@@ -59,6 +61,8 @@ class Policy:
     retention_rules: Retention | None = None
     file_digests: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 of its bytes
     nodes: dict[Path, Any] = field(default_factory=dict, repr=False, compare=False)  # composed YAML, for line numbers
+    pinned: bool = False  # the set a vault holds (pinned by an administrator), not a folder read as it is now
+    pools: tuple[Pool, ...] = ()
 
     # -------------------------------------------------------------- identity
     @property
@@ -112,8 +116,40 @@ class Policy:
                 return ep
         raise MemoError(f"no endpoint named {name!r} in {self.directory}; add it to {self.edit_file()}")
 
-    def file_of(self, ep: Endpoint) -> Path:
-        return self.origin.get(f"endpoint:{ep.name}", self.edit_file())
+    def file_of(self, ep: Endpoint | Pool) -> Path:
+        kind = "pool" if isinstance(ep, Pool) else "endpoint"
+        return self.origin.get(f"{kind}:{ep.name}", self.edit_file())
+
+    def pool(self, name: str) -> Pool | None:
+        """The generator pool called ``name``, or None (then ``name`` may be a single endpoint)."""
+        return next((p for p in self.pools if p.name == name), None)
+
+    def pool_problems(self, pool: Pool) -> list[str]:
+        """What makes ``pool`` unusable, one line each naming the file to edit; empty when sound."""
+        out: list[str] = []
+        where = self.file_of(pool)
+        models: dict[str, list[str]] = {}
+        for name in pool.endpoints:
+            ep = next((e for e in self.endpoints if e.name == name), None)
+            if ep is None:
+                out.append(f"{where}: pool {pool.name!r}: no endpoint named {name!r} — define it under endpoints: or "
+                           "remove it from the pool")
+            elif not ep.external:
+                out.append(f"{where}: pool {pool.name!r}: endpoint {name!r} is local — a pool spreads work over "
+                           "OpenAI-compatible servers (kind: openai); the local engine batches on its own")
+            elif "generator" not in ep.purposes or "document_text" not in ep.data_allowed_to_leave:
+                out.append(f"{where}: pool {pool.name!r}: endpoint {name!r} is not an approved generator that may receive "
+                           f"document_text — add generator to its purposes and document_text to data_allowed_to_leave in "
+                           f"{self.file_of(ep)}, or remove it from the pool")
+            else:
+                models.setdefault(ep.model, []).append(name)
+        if len(models) > 1:
+            got = "; ".join(f"{m}: {', '.join(n)}" for m, n in sorted(models.items()))
+            out.append(f"{where}: pool {pool.name!r}: members serve different models ({got}) — a pool's members must "
+                       "serve the same model, so its reflections are that model's whichever member wrote them")
+        if any(e.name == pool.name for e in self.endpoints):
+            out.append(f"{where}: pool {pool.name!r}: an endpoint has the same name — rename one of them")
+        return out
 
     def edit_file(self) -> Path:
         return self.directory / EXECUTIVES_FILE
@@ -275,12 +311,19 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(str(x) for x in loc if not (isinstance(x, str) and x[:1].isupper())) or "(top level)"
 
 
-def _read(path: Path) -> tuple[PolicyFile, Any, str]:
+def read_files(directory: Path) -> list[tuple[Path, bytes]]:
+    """Each policy file of a folder with its bytes (what :func:`load_files` and pinning take)."""
+    out = []
+    for path in policy_files(directory):
+        try:
+            out.append((path, path.read_bytes()))
+        except OSError as exc:
+            raise MemoError(f"{path}: cannot be read ({exc.strerror}) — check its permissions") from None
+    return out
+
+
+def _read(path: Path, raw: bytes) -> tuple[PolicyFile, Any, str]:
     """The validated file, its composed YAML (for line numbers) and the SHA-256 of its bytes."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise MemoError(f"{path}: cannot be read ({exc.strerror}) — check its permissions") from None
     digest = hashlib.sha256(raw).hexdigest()
     try:
         text = raw.decode("utf-8")
@@ -320,20 +363,40 @@ def policy_files(directory: Path) -> list[Path]:
 
 
 def load_policy(directory: Path | Settings) -> Policy:
-    """Read and merge every ``*.yaml``/``*.yml`` file; duplicate names across files are errors."""
+    """The policy in force for ``Settings`` (the set its vault pinned, else the installed folder),
+    or the files of a folder as they are now."""
     if isinstance(directory, Settings):
+        pinned = directory.pinned_policies
+        if pinned is not None:
+            if pinned.problem:
+                raise IntegrityError(f"no policy is in force: {pinned.problem}")
+            return load_files(pinned.origin, [(pinned.origin / name, raw) for name, raw in pinned.files], pinned=True)
         directory = directory.policies_dir
     if not directory.is_dir():
         return Policy(directory=directory)
-    files = policy_files(directory)
+    return load_files(directory, read_files(directory))
+
+
+def load_files(directory: Path, contents: list[tuple[Path, bytes]], pinned: bool = False) -> Policy:
+    """Merge policy files given as (path, bytes); duplicate names across files are errors.
+
+    The same files parse to the same (frozen) policy, so a parse is kept for the next caller: every
+    request of the HTTP API asks the policy in force, and parsing YAML is most of its cost."""
+    return _load_files(directory, tuple(contents), pinned)
+
+
+@lru_cache(maxsize=16)
+def _load_files(directory: Path, contents: tuple[tuple[Path, bytes], ...], pinned: bool) -> Policy:
+    files = [path for path, _ in contents]
     endpoints: list[Endpoint] = []
+    pools: list[Pool] = []
     principals: list[Principal] = []
     origin: dict[str, Path] = {}
     sections: dict[str, Any] = {}
     digests: dict[str, str] = {}
     nodes: dict[Path, Any] = {}
-    for path in files:
-        doc, node, digest = _read(path)
+    for path, raw in contents:
+        doc, node, digest = _read(path, raw)
         digests[path.name] = digest
         if node is not None:
             nodes[path] = node
@@ -348,7 +411,8 @@ def load_policy(directory: Path | Settings) -> Policy:
                 raise MemoError(f"{path}: {label} already defined in {where} — keep one "
                                 f"(this one is at line {_locate(node, (name,))})")
             sections[name], origin[name] = value, path
-        for kind, items, sink in (("endpoint", doc.endpoints, endpoints), ("principal", doc.principals, principals)):
+        for kind, items, sink in (("endpoint", doc.endpoints, endpoints), ("pool", doc.pools, pools),
+                                  ("principal", doc.principals, principals)):
             for i, item in enumerate(items):
                 key = f"{kind}:{item.name}"
                 if key in origin:
@@ -358,7 +422,8 @@ def load_policy(directory: Path | Settings) -> Policy:
                 origin[key] = path
                 sink.append(item)  # type: ignore[arg-type]
     return Policy(directory, tuple(endpoints), tuple(principals), tuple(files), origin, sections.get("approval"),
-                  sections.get("access"), sections.get("schedules"), sections.get("retention"), digests, nodes)
+                  sections.get("access"), sections.get("schedules"), sections.get("retention"), digests, nodes, pinned,
+                  tuple(pools))
 
 
 def problems(policy: Policy) -> list[str]:
@@ -374,12 +439,17 @@ def problems(policy: Policy) -> list[str]:
     if policy.enforced and not any("administer" in PERMISSIONS[r] for p in policy.principals for r in p.roles):
         out.append(f"{policy.where('access', ('enforce',))}: access.enforce: roles are enforced but no principal has the "
                    f"admin role — name an administrator under principals: before enforcing")
+    for pool in policy.pools:
+        out += policy.pool_problems(pool)
     sch = policy.schedules
     if sch is not None:
         ep = names.get(sch.generator)
-        if ep is None:
-            out.append(f"{policy.where('schedules', ('generator',))}: schedules.generator: no endpoint named {sch.generator!r} — "
-                       f"use one of {', '.join(sorted(names)) or '(none defined)'} or add it to {policy.edit_file()}")
+        if ep is None and policy.pool(sch.generator) is not None:
+            pass  # a pool: its own checks are above
+        elif ep is None:
+            choices = sorted(names) + sorted(p.name for p in policy.pools)
+            out.append(f"{policy.where('schedules', ('generator',))}: schedules.generator: no endpoint named "
+                       f"{sch.generator!r} (nor a pool) — use one of {', '.join(choices) or '(none defined)'} or add it to {policy.edit_file()}")
         elif "generator" not in ep.purposes:
             out.append(f"{policy.where('schedules', ('generator',))}: schedules.generator: endpoint {sch.generator!r} is not "
                        f"approved as a generator — add generator to its purposes in {policy.file_of(ep)}")

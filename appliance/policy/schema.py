@@ -1,7 +1,8 @@
 """The shape of policy files (``policies/*.yaml``), validated strictly.
 
 Unknown keys are errors, not ignored: a misspelt ``purposes`` must not silently approve nothing
-(or, worse, something). Sections: ``endpoints`` (executives and generators), ``principals`` (who,
+(or, worse, something). Sections: ``endpoints`` (executives and generators), ``pools`` (several
+generator endpoints used as one), ``principals`` (who,
 with which roles), ``access`` (whether roles are enforced), ``approval`` (merge gates),
 ``schedules`` (the daemon's jobs), ``retention`` (what old data is dropped, and when).
 """
@@ -9,10 +10,12 @@ with which roles), ``access`` (whether roles are enforced), ``approval`` (merge 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from appliance.memory.merge import MERGE_METHODS
 
 Purpose = Literal["generator", "executive"]
 """What a model is used for: writing reflections from documents, or answering questions."""
@@ -35,6 +38,20 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _ENV = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+ENDPOINT_KINDS: dict[str, bool] = {"llamacpp": False, "openai": True}
+"""Every kind of model endpoint, and whether it is external (data leaves the machine): the schema's
+``kind`` and :attr:`Endpoint.external` derive from it."""
+
+EndpointKind = Literal[tuple(ENDPOINT_KINDS)]  # type: ignore[valid-type]
+
+UPDATE_METHODS: tuple[str, ...] = ("sequential", *MERGE_METHODS, "retrain")
+"""How an update becomes a candidate: train on top, each merge method of
+:data:`appliance.memory.merge.MERGE_METHODS`, or a full retrain. ``memo update --method`` and
+``schedules.update_method`` take these."""
+
+UpdateMethod = Literal[UPDATE_METHODS]  # type: ignore[valid-type]
 
 
 class _Strict(BaseModel):
@@ -62,7 +79,7 @@ class Endpoint(_Strict):
     purposes and receiving only the listed kinds of data."""
 
     name: str = Field(pattern=_NAME)
-    kind: Literal["llamacpp", "openai"]
+    kind: EndpointKind
     model: str = Field(min_length=1)
     url: str | None = None
     purposes: list[Purpose] = Field(min_length=1)
@@ -95,15 +112,41 @@ class Endpoint(_Strict):
 
     @model_validator(mode="after")
     def _kind_fields(self) -> "Endpoint":
-        if self.kind == "openai" and self.url is None:
-            raise ValueError("an openai endpoint needs a url")
-        if self.kind == "llamacpp" and (self.url or self.data_allowed_to_leave or self.api_key_env):
-            raise ValueError("a llamacpp endpoint runs locally: no url, api_key_env or data_allowed_to_leave")
+        if self.external and self.url is None:
+            raise ValueError(f"an {self.kind} endpoint needs a url")
+        if not self.external and (self.url or self.data_allowed_to_leave or self.api_key_env):
+            raise ValueError(f"a {self.kind} endpoint runs locally: no url, api_key_env or data_allowed_to_leave")
         return self
 
     @property
     def external(self) -> bool:
-        return self.kind != "llamacpp"
+        return ENDPOINT_KINDS[self.kind]
+
+
+class Pool(_Strict):
+    """Several OpenAI-compatible generator endpoints used as one generator (``memo reflect
+    --endpoint NAME``): requests are spread over them with ``in_flight`` requests outstanding at
+    each, a failed or timed-out request is retried on another member (at most ``retries`` more
+    tries), and a failing member rests ``backoff_s`` (doubling per failure, at most
+    ``max_backoff_s``) before it is sent work again. Every member must be an approved generator
+    for the same model, allowed to receive ``document_text``: the pool's reflections are the
+    model's, whichever member wrote them, so members can be added or removed without redoing any."""
+
+    name: str = Field(pattern=_NAME)
+    purpose: Literal["generator"] = "generator"
+    endpoints: list[str] = Field(min_length=1, max_length=256)
+    in_flight: int = Field(default=4, ge=1, le=256)
+    retries: int = Field(default=3, ge=0, le=100)
+    backoff_s: float = Field(default=1.0, gt=0, le=600)
+    max_backoff_s: float = Field(default=60.0, gt=0, le=3600)
+    description: str = ""
+
+    @field_validator("endpoints")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("an endpoint is listed twice; list each member once")
+        return v
 
 
 _PUBLIC_KEY = re.compile(r"^ed25519:[A-Za-z0-9+/]{43}=$")
@@ -149,7 +192,6 @@ class Access(_Strict):
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 Task = Literal["ingest", "reflect", "update", "retrain", "retention"]
-UpdateMethod = Literal["sequential", "linear", "ties", "dare", "dare_ties", "retrain"]
 
 
 def parse_duration(value: object) -> int:
@@ -212,7 +254,10 @@ class Job(_Strict):
 
 
 class Training(_Strict):
-    """What scheduled trainings use; unset fields keep the appliance defaults (``memo train``'s)."""
+    """What scheduled trainings use; unset fields keep the appliance defaults (``memo train``'s).
+
+    ``processes``: training processes on this machine (torch.distributed: one per GPU with NCCL,
+    CPU processes with gloo); ``auto`` (the default when unset): one per visible GPU, one without."""
 
     base_model: str | None = Field(default=None, min_length=1)  # first memory only; later ones keep their base
     method: Literal["lora", "full"] | None = None
@@ -222,6 +267,7 @@ class Training(_Strict):
     rank: int | None = Field(default=None, ge=1, le=1024)
     learning_rate: float | None = Field(default=None, gt=0, le=1)
     checkpoint_every: int | None = Field(default=None, ge=1)
+    processes: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] | None = None
 
 
 class Schedules(_Strict):
@@ -311,6 +357,7 @@ class PolicyFile(_Strict):
 
     version: Literal[1] = 1
     endpoints: list[Endpoint] = Field(default_factory=list)
+    pools: list[Pool] = Field(default_factory=list)
     principals: list[Principal] = Field(default_factory=list)
     access: Access | None = None
     approval: ApprovalRules | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from appliance.llm.base import Message
 
-PROMPT_VERSION = "2026-11-25.1"
+PROMPT_VERSION = "2026-12-02.1"
 
 _QUESTION_SYSTEM = (
     "You write one short quiz question about a fact. The given answer must answer the question. "

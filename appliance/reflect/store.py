@@ -17,10 +17,20 @@ from appliance.reflect.validate import dedup_key
 from appliance.vault.store import Vault
 
 UNIT_DIR = "reflections/units"
-PairKind = Literal["fact", "paraphrase", "entity", "relation", "current"]
+# fact: an attribute or a span of a statement; reverse: the subject asked from its attribute (entity
+# surfacing); current: the value in force of a document that superseded another; composed: two facts
+# of different documents through a shared entity (multi-hop); unknown: a question about a real entity
+# that the corpus does not answer (answer: "unknown"). paraphrase/entity/relation: units
+# written before the present pipeline (still readable; re-generated on the next `memo reflect`).
+PairKind = Literal["fact", "reverse", "current", "composed", "unknown", "paraphrase", "entity", "relation"]
+Split = Literal["train", "probe"]
 
 
 class QAPair(BaseModel):
+    """One question and the answer the memory must give. ``split``: trained on, or held out as a
+    probe (a wording of the same fact that training never shows). ``wording``: which template or
+    process wrote the question. ``fact_id``: the atomic fact it asks for."""
+
     id: str
     kind: PairKind
     question: str
@@ -29,12 +39,26 @@ class QAPair(BaseModel):
     doc_ids: list[str]
     chunk_oids: list[str] = Field(default_factory=list)
     source: str = ""
+    fact_id: str = ""
+    split: Split = "train"
+    wording: str = ""
 
 
 class Rejection(BaseModel):
     kind: PairKind
     question: str
     reason: str
+
+
+class FactRecord(BaseModel):
+    """An atomic fact a unit was written for, and what came of it (for coverage)."""
+
+    id: str
+    doc_id: str
+    form: str
+    value: str
+    trained: int = 0  # training wordings kept
+    probes: int = 0
 
 
 class UnitStats(BaseModel):
@@ -46,7 +70,7 @@ class UnitStats(BaseModel):
 
 class ReflectionUnit(BaseModel):
     unit_id: str
-    unit_kind: Literal["chunk", "entities", "relation"]
+    unit_kind: Literal["facts", "compose", "negatives", "chunk", "entities", "relation"]
     doc_ids: list[str]
     chunk_oids: list[str]
     generator: str
@@ -55,6 +79,7 @@ class ReflectionUnit(BaseModel):
     pairs: list[QAPair] = Field(default_factory=list)
     rejected: list[Rejection] = Field(default_factory=list)
     stats: UnitStats = Field(default_factory=UnitStats)
+    facts: list[FactRecord] = Field(default_factory=list)
 
 
 def unit_file(unit_id: str) -> str:
@@ -80,15 +105,21 @@ def load_units(vault: Vault, unit_ids: set[str] | None = None) -> list[Reflectio
 
 
 def load_pairs(vault: Vault, doc_ids: set[str] | None = None) -> list[QAPair]:
-    """Every stored pair, de-duplicated by question across units, optionally for some documents."""
+    """Every stored pair, de-duplicated by question across units, optionally for some documents.
+
+    A question asked twice (two documents give the same statement: a near-duplicate copy) is kept
+    once; a probe whose question is also trained on is dropped, so probes stay held out.
+    """
+    units = load_units(vault)
+    trained = {dedup_key(p.question) for u in units for p in u.pairs if p.split == "train"}
     seen: set[str] = set()
     pairs: list[QAPair] = []
-    for unit in load_units(vault):
+    for unit in units:
         for p in unit.pairs:
             if doc_ids is not None and not set(p.doc_ids) & doc_ids:
                 continue
             key = dedup_key(p.question)
-            if key in seen:
+            if key in seen or (p.split == "probe" and key in trained):
                 continue
             seen.add(key)
             pairs.append(p)
@@ -118,6 +149,15 @@ class ReflectStats:
     prompt_tokens: int = 0
     generation_seconds: float = 0.0
     generators: list[str] = field(default_factory=list)
+    probes: int = 0  # held-out wordings among the pairs
+    facts: int = 0  # atomic facts planned (composed ones apart)
+    covered: int = 0  # of those, with at least one trained wording
+    per_doc_facts: dict[str, list[int]] = field(default_factory=dict)  # document → [facts, covered]
+    composed_facts: int = 0
+
+    @property
+    def coverage(self) -> float:
+        return self.covered / self.facts if self.facts else 0.0
 
     @property
     def rejection_rate(self) -> float:
@@ -125,7 +165,7 @@ class ReflectStats:
         return self.rejected / total if total else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "rejection_rate": round(self.rejection_rate, 4)}
+        return {**self.__dict__, "rejection_rate": round(self.rejection_rate, 4), "coverage": round(self.coverage, 4)}
 
 
 def compute_stats(units: list[ReflectionUnit]) -> ReflectStats:
@@ -149,12 +189,22 @@ def compute_stats(units: list[ReflectionUnit]) -> ReflectStats:
                 continue
             seen.add(key)
             kinds[p.kind] += 1
+            st.probes += p.split == "probe"
             for d in p.doc_ids:
                 docs[d] += 1
         for r in u.rejected:
             reasons[r.reason] += 1
         st.rejected += len(u.rejected)
+        for f in u.facts:
+            if f.form == "composed":
+                st.composed_facts += 1
+                continue
+            row = st.per_doc_facts.setdefault(f.doc_id, [0, 0])
+            row[0] += 1
+            row[1] += int(f.trained > 0)
     st.pairs = sum(kinds.values())
+    st.facts = sum(n for n, _ in st.per_doc_facts.values())
+    st.covered = sum(k for _, k in st.per_doc_facts.values())
     st.per_kind = dict(kinds.most_common())
     st.per_doc = dict(sorted(docs.items()))
     st.rejection_reasons = dict(reasons.most_common())

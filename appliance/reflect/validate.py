@@ -30,14 +30,16 @@ def clean_question(raw: str) -> str:
     return line
 
 
-def question_problem(question: str, answer_span: str, source: str, original: str | None = None) -> str | None:
-    """Why a generated question is unusable, or None if it is fine."""
+def question_problem(question: str, answer_span: str, source: str, original: str | None = None,
+                     template: bool = False) -> str | None:
+    """Why a question is unusable, or None if it is fine. ``template``: written by a template, whose
+    shape is known ("Kestrel Yard: what is the role?"), so only its content is checked."""
     words = question.split()
     if not question.endswith("?"):
         return "not a question"
-    if not 3 <= len(words) <= 30:
+    if not 3 <= len(words) <= (60 if template else 30):
         return "question length"
-    if not _QUESTION_START.match(question):
+    if not template and not _QUESTION_START.match(question):
         return "not a question"
     if _BAD.search(question):
         return "meta question"
@@ -52,8 +54,10 @@ def question_problem(question: str, answer_span: str, source: str, original: str
         if keep and not all(k.lower() in question.lower() for k in keep):
             return "paraphrase lost a name"
         mine, theirs = content_words(question), content_words(original)
-        if theirs and len(mine & theirs) / len(theirs) < 0.5:
+        if theirs and len(mine & theirs) / len(theirs) < 0.6:
             return "paraphrase drifted"
+        if len(mine - theirs - content_words(source)) > 2:
+            return "paraphrase adds content"
     return None
 
 

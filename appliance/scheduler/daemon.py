@@ -1,15 +1,16 @@
 """``memo daemon``: APScheduler (3.x) running the policy's jobs, with a persistent SQLite job store.
 
-The :class:`Runner` executes one job run, for the daemon and for ``memo jobs run``: it re-reads
-the policies first (a change is audited and takes effect at once, no restart), checks the actor's
-role, records the run, takes the training lock for training tasks, and audits ``job.start`` /
-``job.finish`` / ``job.failed`` / ``job.skipped``.
+A door: each run goes through :class:`appliance.app.jobs.Runner` as the daemon's session — the
+principal whose slot (the service account's key file) unlocked the vault, which must be the
+policy's ``schedules.actor`` and may do exactly what its roles grant.
 
 The :class:`Daemon` keeps APScheduler's jobs in step with ``schedules.yaml`` (polled every few
 seconds), applies pauses made from other shells, re-runs at start-up every run a dead process left
 ``running`` (training resumes from its checkpoint), and audits missed runs. Missed runs follow
 the job's ``coalesce`` and ``misfire_grace`` (APScheduler's own semantics). Training jobs go to
-a one-thread executor; the cross-process training lock covers other shells.
+a one-thread executor; the cross-process training lock covers other shells. It keeps a witness
+of the audit head outside the vault (:mod:`appliance.audit.witness`): a vault put back to an
+older state, even a consistent one, stops it from starting and fails every job until a person looks.
 """
 
 from __future__ import annotations
@@ -25,110 +26,16 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from appliance.config import current_actor
-from appliance.errors import MemoError
-from appliance.policy import Job, Policy, load_policy, problems
-from appliance.policy.audit import note_invalid, note_policy
-from appliance.scheduler.lock import TrainingBusy, TrainingLock
-from appliance.scheduler.runs import RunStore, scheduler_dir
-from appliance.scheduler.tasks import TASKS, TRAINING_TASKS, TaskContext
-from appliance.vault.store import Vault
+from appliance.app.jobs import Runner, daemon_may_start, job_spec
+from appliance.app.session import Session
+from appliance.app.tasks import TRAINING_TASKS
+from appliance.audit.witness import Witness
+from appliance.errors import IntegrityError, MemoError
+from appliance.policy import Job
+from appliance.scheduler.runs import scheduler_dir
 
 POLL_S = 2.0
 _DAEMON: "Daemon | None" = None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if isinstance(exc, MemoError) else f"{type(exc).__name__}: {text}"[:500]
-
-
-class Runner:
-    def __init__(self, vault: Vault, actor: str | None = None, log: Callable[[str], None] | None = None) -> None:
-        self.vault = vault
-        self.runs = RunStore(vault.home)
-        self.lock = TrainingLock(scheduler_dir(vault.home))
-        self._actor = actor  # None: the policy's schedules.actor (the daemon)
-        self.log = log or (lambda _m: None)
-        self._lock_guard = threading.Lock()
-
-    # ------------------------------------------------------------------ policy
-    def policy(self) -> Policy:
-        """The policy set now in force (re-read every time), audited when it changed."""
-        actor = self._actor or current_actor()
-        try:
-            policy = load_policy(self.vault.settings)
-        except MemoError as exc:
-            if note_invalid(self.vault, str(exc), actor):
-                self.log(f"policy invalid: {exc}")
-            raise
-        if note_policy(self.vault, policy, self._actor or (policy.schedules.actor if policy.schedules else actor)):
-            self.log(f"policy set {policy.digest[:12]} in force ({', '.join(sorted(policy.file_digests))})")
-        return policy
-
-    @staticmethod
-    def job_spec(policy: Policy, name: str) -> Job:
-        if policy.schedules is None:
-            raise MemoError(f"no schedules section in {policy.directory}; add schedules.yaml (see the shipped one)")
-        for job in policy.schedules.jobs:
-            if job.name == name:
-                return job
-        names = ", ".join(j.name for j in policy.schedules.jobs) or "none"
-        raise MemoError(f"no job named {name!r} in {policy.origin.get('schedules')} (jobs: {names})")
-
-    # ------------------------------------------------------------------ one run
-    def run(self, name: str, trigger: str = "scheduled", resumes: int | None = None) -> dict[str, Any]:
-        policy = self.policy()
-        job = self.job_spec(policy, name)
-        actor = self._actor or policy.schedules.actor  # type: ignore[union-attr]
-        found = problems(policy)
-        if found:
-            raise MemoError(f"policy problem, no job runs until it is fixed: {found[0]}")
-        policy.require(actor, "operate")
-        if trigger == "scheduled" and name in self.runs.paused():
-            return {"status": "paused"}
-        run_id = self.runs.start(name, job.task, trigger, actor, resumes)
-        began: dict[str, Any] = {}
-        audit = self.vault.audit
-
-        def begin(**details: Any) -> None:
-            if not began:
-                began.update(details)
-                audit.append(actor, "job.start", name, run=run_id, task=job.task, trigger=trigger, resumes=resumes,
-                             policy=policy.digest, **details)
-                self.log(f"{name}: started (run {run_id}, {trigger})")
-
-        ctx = TaskContext(self.vault, policy, actor, begin, lambda text: self.runs.progress(run_id, text))
-        locked = False
-        try:
-            if job.task in TRAINING_TASKS:
-                with self._lock_guard:  # one thread of this process at a time asks for the lock
-                    self.lock.acquire(f"{name} run {run_id}")
-                locked = True
-            summary = TASKS[job.task](ctx)
-        except TrainingBusy as exc:
-            self.runs.finish(run_id, "skipped", error=str(exc))
-            audit.append(actor, "job.skipped", name, run=run_id, reason=str(exc))
-            self.log(f"{name}: skipped ({exc})")
-            return {"run": run_id, "status": "skipped", "reason": str(exc)}
-        except BaseException as exc:
-            line = _one_line(exc)
-            self.runs.finish(run_id, "failed", error=line)
-            audit.append(actor, "job.failed", name, run=run_id, task=job.task, error=line)
-            self.log(f"{name}: failed: {line}")
-            raise
-        finally:
-            if locked:
-                self.lock.release()
-        status = "succeeded" if summary.get("did") else "idle"
-        self.runs.finish(run_id, status, summary)
-        if began or summary.get("did"):
-            audit.append(actor, "job.finish", name, run=run_id, task=job.task,
-                         **{k: v for k, v in summary.items() if k in ("candidate", "documents", "files", "added", "new_version",
-                                                                       "pairs", "memory_versions_pruned",
-                                                                       "reflection_units_deleted", "audit_archive")})
-            self.log(f"{name}: {status} (run {run_id})")
-        return {"run": run_id, "status": status, **summary}
 
 
 # ---------------------------------------------------------------------- the scheduler
@@ -148,11 +55,15 @@ def _signature(job: Job) -> str:
 
 
 class Daemon:
-    def __init__(self, vault: Vault, log: Callable[[str], None] | None = None) -> None:
-        self.vault = vault
+    def __init__(self, session: Session, log: Callable[[str], None] | None = None) -> None:
+        self.session = session
+        self.vault = vault = session.vault
+        self.actor = session.principal
         self.log = log or (lambda m: print(m, flush=True))
-        self.runner = Runner(vault, log=self.log)
+        self.witness = Witness.for_vault(vault.home, vault.keyring.vault_id)
+        self.runner = Runner(session, log=self.log, witness=self.witness)
         self.runs = self.runner.runs
+        self._rollback: str | None = None
         self.stop = threading.Event()
         self._digest: str | None = None
         self._paused: set[str] = set()
@@ -196,13 +107,11 @@ class Daemon:
     def _missed(self, event: Any) -> None:
         name, task = event.job_id, "?"
         try:
-            policy = self.runner.policy()
-            actor = policy.schedules.actor  # type: ignore[union-attr]
-            task = self.runner.job_spec(policy, name).task
+            task = job_spec(self.runner.policy(), name).task
         except MemoError:
-            actor = current_actor()
-        self.runs.record(name, task, "missed", actor, error=f"run due at {event.scheduled_run_time} was missed")
-        self.vault.audit.append(actor, "job.missed", name, due=str(event.scheduled_run_time))
+            pass
+        self.runs.record(name, task, "missed", self.actor, error=f"run due at {event.scheduled_run_time} was missed")
+        self.vault.audit.append(self.actor, "job.missed", name, due=str(event.scheduled_run_time))
         self.log(f"{name}: missed the run due at {event.scheduled_run_time}")
 
     def _trigger(self, job: Job) -> Any:
@@ -254,14 +163,8 @@ class Daemon:
     def resume_interrupted(self) -> list[dict[str, Any]]:
         """Runs a dead process left ``running``: audited, and run again now (training resumes from its checkpoint)."""
         dead = self.runs.interrupted()
-        actor = current_actor()
-        try:
-            policy = self.runner.policy()
-            actor = policy.schedules.actor if policy.schedules else actor
-        except MemoError:
-            pass
         for r in dead:
-            self.vault.audit.append(actor, "job.interrupted", r["job"], run=r["id"], pid=r["pid"], started_at=r["started_at"],
+            self.vault.audit.append(self.actor, "job.interrupted", r["job"], run=r["id"], pid=r["pid"], started_at=r["started_at"],
                                     progress=r["progress"])
             self.log(f"{r['job']}: run {r['id']} was interrupted (pid {r['pid']} gone); running it again")
             executor = "training" if r["task"] in TRAINING_TASKS else "default"
@@ -275,18 +178,43 @@ class Daemon:
                     job.modify(next_run_time=later)
         return dead
 
+    # ------------------------------------------------------------------ witness
+    def check_witness(self) -> None:
+        """At start: refuse to run on a vault older than the last one this daemon saw (audited)."""
+        try:
+            self.witness.advance(self.vault.audit)
+        except IntegrityError as exc:
+            self.vault.audit.append(self.actor, "daemon.refused", None, reason=str(exc), witness=str(self.witness.path))
+            raise IntegrityError(f"{exc} (if the vault was restored on purpose, remove {self.witness.path} to accept it)") from None
+
+    def _watch(self) -> None:
+        """Every poll: remember the newest head; a rollback while running is audited once."""
+        try:
+            self.witness.advance(self.vault.audit)
+        except MemoError as exc:
+            if str(exc) != self._rollback:
+                self._rollback = str(exc)
+                self.log(f"integrity: {exc}; no job runs until this is resolved")
+                try:
+                    self.vault.audit.append(self.actor, "integrity.rollback", None, problem=str(exc),
+                                            witness=str(self.witness.path))
+                except MemoError:
+                    pass  # the log itself may be what was damaged; the daemon's own log line stands
+
     # ------------------------------------------------------------------ main loop
     def run(self, exit_after: float | None = None) -> None:
         global _DAEMON
         os.umask(0o077)
+        daemon_may_start(self.session)
         self._claim()
+        self.check_witness()
         _DAEMON = self
         from appliance.memory.train import device
 
         self.scheduler = self._build()
         self.scheduler.start(paused=True)
-        self.vault.audit.append(current_actor(), "daemon.start", None, pid=os.getpid(), device=device())
-        self.log(f"memo daemon: pid {os.getpid()}, home {self.vault.home}, training on {device()}")
+        self.vault.audit.append(self.actor, "daemon.start", None, pid=os.getpid(), device=device())
+        self.log(f"memo daemon: pid {os.getpid()}, home {self.vault.home}, training on {device()}, witness {self.witness.path}")
         self.sync(force=True)
         self.resume_interrupted()
         self.scheduler.resume()
@@ -295,6 +223,7 @@ class Daemon:
         started = time.monotonic()
         try:
             while not self.stop.wait(POLL_S):
+                self._watch()
                 self.sync()
                 self.apply_pauses()
                 if exit_after is not None and time.monotonic() - started >= exit_after:
@@ -302,7 +231,7 @@ class Daemon:
         finally:
             running = [r["job"] for r in self.runs.running() if r["pid"] == os.getpid()]
             self.scheduler.shutdown(wait=False)
-            self.vault.audit.append(current_actor(), "daemon.stop", None, pid=os.getpid(), running=running)
+            self.vault.audit.append(self.actor, "daemon.stop", None, pid=os.getpid(), running=running)
             self.log(f"memo daemon: stopped{' (interrupted: ' + ', '.join(running) + '; resumed at next start)' if running else ''}")
             _DAEMON = None
             sys.stdout.flush()

@@ -3,9 +3,9 @@
 The approver reads what `memo approvals show` prints — retention, acquisition, superseded values,
 per-document accuracy (as a chart: serving memory vs candidate) and every signature on record,
 each verified against the policy — then signs with their Ed25519 key file. Deciding goes through
-:func:`appliance.approvals.records.decide` (the same checks as the CLI: only a policy approver,
-only their own key, evaluation gates), promotion through :func:`promote` once the policy's
-approvals are complete, and rollback through :func:`rollback`. The key file is chosen with an
+:func:`appliance.app.serving.decide` (the same checks as the CLI: only a policy approver, only
+their own key, evaluation gates), promotion once the policy's approvals are complete, and rollback
+through :func:`appliance.app.serving.rollback`. The key file is chosen with an
 injectable picker; a passphrase-protected key asks for its passphrase.
 """
 
@@ -31,13 +31,11 @@ from gui.tabs import fill_table, make_table, pct
 from gui.workers import BusyBar, Progress
 
 
-def _load(vault: Any, show_all: bool) -> list[dict[str, Any]]:
+def _load(session: Any, show_all: bool) -> list[Any]:
     """Versions (pending, or all) with their approval state and records, as `memo approvals list/show`."""
-    from appliance.approvals.records import pending, records, state
-    from appliance.memory.versions import list_versions
+    from appliance.app.serving import reviews
 
-    versions = list_versions(vault) if show_all else pending(vault)
-    return [{"version": x, "state": state(vault, x.id), "records": records(vault, x.id)} for x in versions]
+    return reviews(session, show_all)
 
 
 def _probes(counts: Any) -> str:
@@ -47,27 +45,26 @@ def _probes(counts: Any) -> str:
 
 
 def report_lines(version: Any) -> list[str]:
-    """The evaluation report in words (the CLI's `_print_candidate_report` / forget report)."""
+    """The evaluation report in words (the CLI's `_print_candidate_report` / forget report), from
+    the typed :class:`appliance.approvals.reports.VersionReport`."""
     lines = [f"{version.id}: {version.status}, {version.method}, parent {version.parent or '-'}, "
              f"by {version.created_by} at {version.created_at[:19]}"]
     lin = version.lineage
-    if lin.get("merge"):
-        m = lin["merge"]
-        lines.append(f"merge: {m['method']} (density {m.get('density')}) of {', '.join(m['old'])} + task vector {m['task_vector']}")
-    if lin.get("update_documents"):
-        lines.append(f"documents: {', '.join(lin['update_documents'])}")
-    r = version.metrics.get("candidate_eval")
+    if lin.merge:
+        m = lin.merge
+        lines.append(f"merge: {m.method} (density {m.density}) of {', '.join(m.old)} + task vector {m.task_vector}")
+    if lin.update_documents:
+        lines.append(f"documents: {', '.join(lin.update_documents)}")
+    r = version.evaluation.candidate_eval
     if r:
-        old = r.get("old_accuracy") or {}
-        sup = r.get("superseded") or {}
-        lines.append(f"vs serving {r.get('reference') or '(none)'}: retention {pct(r.get('retention'))} "
-                     f"(old accuracy {pct(old.get('reference'))} → {pct(old.get('candidate'))}), "
-                     f"acquisition {pct(r.get('acquisition'))}, superseded values {pct(sup.get('reference'))} → "
-                     f"{pct(sup.get('candidate'))}; probes: {_probes(r.get('probes'))}")
-    f = version.metrics.get("forget_report")
+        lines.append(f"vs serving {r.reference or '(none)'}: retention {pct(r.retention)} "
+                     f"(old accuracy {pct(r.old_accuracy.reference)} → {pct(r.old_accuracy.candidate)}), "
+                     f"acquisition {pct(r.acquisition)}, superseded values {pct(r.superseded.reference)} → "
+                     f"{pct(r.superseded.candidate)}; probes: {_probes(r.probes)}")
+    f = version.evaluation.forget_report
     if f:
-        lines.append(f"forgets {f['doc_id']}: its probes answered {pct(f['forgotten_answered_before'])} → "
-                     f"{pct(f['forgotten_answered_after'])}; retention on other documents {pct(f['retention'])}")
+        lines.append(f"forgets {f.doc_id}: its probes answered {pct(f.forgotten_answered_before)} → "
+                     f"{pct(f.forgotten_answered_after)}; retention on other documents {pct(f.retention)}")
     if not r and not f:
         lines.append(f"no evaluation report: memo approvals evaluate {version.id}")
     return lines
@@ -144,8 +141,11 @@ class ApprovalsTab(QWidget):
 
     # ------------------------------------------------------------------ list + details
     def refresh(self) -> None:
-        vault, show_all = self.state.vault, self.show_all.isChecked()
-        self.state.runner.start("approvals.list", lambda _p: _load(vault, show_all), self._loaded, self._failed)
+        if not self.state.may("approvals.list"):
+            self.message.setText(f"{self.state.actor} may not see approvals (approver, operator, auditor or admin role)")
+            return
+        session, show_all = self.state.session, self.show_all.isChecked()
+        self.state.runner.start("approvals.list", lambda _p: _load(session, show_all), self._loaded, self._failed)
 
     def _failed(self, error: str) -> None:
         self.message.setText(f"error: {error}")
@@ -155,11 +155,10 @@ class ApprovalsTab(QWidget):
         self.items = items
         rows = []
         for it in items:
-            x, st = it["version"], it["state"]
-            ev = x.metrics.get("candidate_eval") or {}
-            fr = x.metrics.get("forget_report") or {}
+            x, st = it.version, it.state
             ready = "ready" if st.satisfied else f"{len(st.approved_by)}/{st.required}" + (" !" if st.rule_problems or st.invalid else "")
-            rows.append([x.id, x.status, x.method, pct(ev.get("retention", fr.get("retention"))), pct(ev.get("acquisition")), ready])
+            ev = x.evaluation.candidate_eval
+            rows.append([x.id, x.status, x.method, pct(x.evaluation.retention), pct(ev.acquisition if ev else None), ready])
         fill_table(self.versions, rows)
         if selected:
             self.select(selected)
@@ -167,17 +166,17 @@ class ApprovalsTab(QWidget):
             self.versions.selectRow(0)
         self.show_selected()  # the same row stays selected (no selection signal) but its details changed
 
-    def selected(self) -> dict[str, Any] | None:
+    def selected(self) -> Any | None:
         row = self.versions.currentRow()
         return self.items[row] if 0 <= row < len(self.items) and self.versions.selectedItems() else None
 
     def selected_id(self) -> str | None:
         it = self.selected()
-        return it["version"].id if it else None
+        return it.version.id if it else None
 
     def select(self, version_id: str) -> None:
         for i, it in enumerate(self.items):
-            if it["version"].id == version_id:
+            if it.version.id == version_id:
                 self.versions.selectRow(i)
                 return
 
@@ -190,16 +189,16 @@ class ApprovalsTab(QWidget):
             fill_table(self.records, [])
             self.gate.setText("")
             return
-        x, st = it["version"], it["state"]
+        x, st = it.version, it.state
         self.summary.setText("\n".join(report_lines(x)))
-        per_doc = (x.metrics.get("candidate_eval") or {}).get("per_document") or {}
+        per_doc = x.evaluation.candidate_eval.per_document if x.evaluation.candidate_eval else {}
         docs = sorted(per_doc)
-        self.chart.set_data(docs, [Series("serving", [per_doc[d]["reference"] for d in docs], "#8da0cb"),
-                                   Series("candidate", [per_doc[d]["candidate"] for d in docs], "#fc8d62")], 0.0, 1.0)
-        fill_table(self.deltas, [[d, per_doc[d]["probes"], pct(per_doc[d]["reference"]), pct(per_doc[d]["candidate"]),
-                                  "-" if per_doc[d]["delta"] is None else f"{per_doc[d]['delta'] * 100:+.0f} pts"] for d in docs])
+        self.chart.set_data(docs, [Series("serving", [per_doc[d].reference for d in docs], "#8da0cb"),
+                                   Series("candidate", [per_doc[d].candidate for d in docs], "#fc8d62")], 0.0, 1.0)
+        fill_table(self.deltas, [[d, per_doc[d].probes, pct(per_doc[d].reference), pct(per_doc[d].candidate),
+                                  "-" if per_doc[d].delta is None else f"{per_doc[d].delta * 100:+.0f} pts"] for d in docs])
         fill_table(self.records, [[r.decision, r.principal, r.created_at[:19], "valid" if r.valid else f"INVALID: {r.problem}"]
-                                  for r in it["records"]])
+                                  for r in it.records])
         gate = f"approvals: {len(st.approved_by)} of {st.required} required" + ("" if st.enforced else " (open mode: not enforced)")
         if st.rule_problems:
             gate += "; policy: " + "; ".join(st.rule_problems)
@@ -241,19 +240,19 @@ class ApprovalsTab(QWidget):
         if key is None:
             self.message.setText("no key chosen: nothing signed")
             return
-        vault, actor, comment = self.state.vault, self.state.actor, self.comment.text()
+        session, comment = self.state.session, self.comment.text()
         promote_after = decision == "approve" and self.promote_box.isChecked()
 
         def work(p: Progress) -> str:
-            from appliance.approvals.records import decide, promote, state
+            from appliance.app.serving import decide, promote
 
-            rec = decide(vault, version_id, key, decision, actor=actor, comment=comment)
-            st = state(vault, version_id)
+            done = decide(session, version_id, key, decision, comment=comment)
+            rec, st = done.record, done.state
             text = (f"{PAST[decision]} {version_id} as {rec.principal} (signature recorded and audited); "
                     f"{len(st.approved_by)} of {st.required} approval(s)")
             if promote_after and st.satisfied:
                 p.say(f"{version_id} has its approvals: exporting and promoting…")
-                promote(vault, version_id, actor)
+                promote(session, version_id)
                 text += f"; {version_id} is now the serving memory"
             elif decision == "approve" and not st.satisfied:
                 text += f"; still needs {st.required - len(st.approved_by)} more approval(s) from another approver"
@@ -266,12 +265,12 @@ class ApprovalsTab(QWidget):
         if version_id is None:
             self.message.setText("select a version first")
             return
-        vault, actor = self.state.vault, self.state.actor
+        session = self.state.session
 
         def work(_p: Progress) -> str:
-            from appliance.approvals.records import rollback
+            from appliance.app.serving import rollback
 
-            previous = rollback(vault, version_id, actor)
+            previous = rollback(session, version_id)
             return f"{version_id} is the serving memory again (was: {previous or 'none'})"
 
         self._run("rollback", work, f"rolling back to {version_id}…")

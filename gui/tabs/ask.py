@@ -50,7 +50,7 @@ class AskTab(QWidget):
         self.memory = QComboBox()
         self.memory.addItem(PROMOTED)
         self.hops = QSpinBox()
-        self.hops.setRange(0, 4)
+        self.hops.setRange(0, 1)
         self.hops.setValue(1)
         self.executive_label = QLabel(state.endpoint)
         self.busy = BusyBar()
@@ -70,7 +70,7 @@ class AskTab(QWidget):
         opts = QFormLayout()
         opts.addRow("executive (Executives tab)", self.executive_label)
         opts.addRow("memory version", self.memory)
-        opts.addRow("follow-up rounds", self.hops)
+        opts.addRow("bridge hops", self.hops)
         answer_box = QGroupBox("Answer")
         al = QVBoxLayout(answer_box)
         al.addWidget(self.answer)
@@ -103,8 +103,8 @@ class AskTab(QWidget):
         question = self.question.text().strip()
         if not question or not self.ask_button.isEnabled():
             return
+        from appliance.app.qa import ask, source_titles
         from appliance.executive.agent import ExecutiveParams
-        from appliance.executive.session import ask, source_titles
 
         state = self.state
         version = None if self.memory.currentText() == PROMOTED else self.memory.currentText()
@@ -122,12 +122,12 @@ class AskTab(QWidget):
                 executive = cache.get(key)
                 if executive is None:
                     p.say(f"opening executive {key[0]} and memory {version or 'serving'}…")
-                    executive = state.executive_factory(state.vault, key[0], version, ExecutiveParams(max_hops=key[2]))
+                    executive = state.executive_factory(state.session, key[0], version, ExecutiveParams(max_hops=key[2]))
                     cache[key] = executive
                 p.check()
                 p.say("answering: the executive is asking the memory…")
-                trace = ask(state.vault, executive, question, state.actor, channel="gui")
-                return trace, source_titles(state.vault, trace.sources)
+                trace = ask(state.session, executive, question)
+                return trace, source_titles(state.session, trace.sources)
             finally:
                 busy.release()
 

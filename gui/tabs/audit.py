@@ -1,8 +1,8 @@
 """Audit tab: the compliance officer's view of the hash-chained log.
 
 Filters are those of `memo audit show` (actor, action or its prefix, target, time range, via
-:func:`appliance.audit.log.matches`) plus a free-text search over every field. Verify walks the
-chain, signatures and payloads (:meth:`AuditLog.verify`, as `memo audit verify`); when it breaks,
+:class:`appliance.app.audit.AuditFilter`) plus a free-text search over every field. Verify walks the
+chain, signatures and payloads (:func:`appliance.app.audit.verify`, as `memo audit verify`); when it breaks,
 the first broken entry is selected and painted red. The table reads entries leniently, so a
 tampered entry shows as ``(unreadable)`` in place instead of hiding the rest of the log. Export
 writes the filtered entries as `memo audit export` does (decrypted JSONL, itself audited).
@@ -108,8 +108,13 @@ class AuditTab(QWidget):
 
     # ------------------------------------------------------------------ reading + filters
     def reload(self) -> None:
-        log = self.state.vault.audit
-        task = self.state.runner.start("audit.read", lambda _p: list(log.entries_lenient()), self._loaded, self._failed)
+        from appliance.app.audit import entries
+
+        if not self.state.may("audit.show"):
+            self.banner.setText(f"{self.state.actor} may not read the audit log (it needs the auditor or admin role)")
+            return
+        session = self.state.session
+        task = self.state.runner.start("audit.read", lambda _p: entries(session, lenient=True), self._loaded, self._failed)
         self.busy.follow(task, "reading the audit log…")
 
     def _loaded(self, entries: list[Any]) -> None:
@@ -127,14 +132,14 @@ class AuditTab(QWidget):
                 "until": iso(self.until) + ":59.999" if self.use_until.isChecked() else None}
 
     def apply_filters(self) -> None:
-        from appliance.audit.log import matches
+        from appliance.app.audit import AuditFilter
 
-        f = self.filters()
+        f = AuditFilter(**self.filters())
         needle = self.search.text().strip().lower()
         broken = self.result.first_bad_seq if self.result is not None and not self.result.ok else None
         shown = []
         for e in self.entries:
-            if e.seq != broken and not matches(e, **f):  # the broken entry is never filtered away
+            if e.seq != broken and not f(e):  # the broken entry is never filtered away
                 continue
             if needle and needle not in json.dumps(e.to_dict(), default=str).lower():
                 continue
@@ -163,12 +168,14 @@ class AuditTab(QWidget):
 
     # ------------------------------------------------------------------ verify + export
     def verify(self) -> None:
-        log = self.state.vault.audit
+        from appliance.app.audit import entries, verify
+
+        session = self.state.session
         self.verify_button.setEnabled(False)
         self.banner.setText("verifying…")
 
         def work(_p: Progress) -> tuple[Any, list[Any]]:
-            return log.verify(), list(log.entries_lenient())
+            return verify(session), entries(session, lenient=True)
 
         task = self.state.runner.start("audit.verify", work, self._verified, self._failed)
         task.signals.ended.connect(lambda: self.verify_button.setEnabled(True))
@@ -190,15 +197,13 @@ class AuditTab(QWidget):
         path = self.state.pick_save_path(self, "Export audit entries (decrypted: handle as sensitive)")
         if path is None:
             return
-        vault, actor, chosen = self.state.vault, self.state.actor, list(self.shown)
+        session, chosen = self.state.session, list(self.shown)
 
         def work(_p: Progress) -> tuple[int, Path]:
-            from appliance.vault.atomic import atomic_write
+            from appliance.app.audit import export
 
-            lines = [json.dumps(e.to_dict(), sort_keys=True, default=str) for e in chosen]
-            vault.audit.append(actor, "audit.export", None, entries=len(lines), destination=str(path), channel="gui")
-            atomic_write(path, ("\n".join(lines) + ("\n" if lines else "")).encode())
-            return len(lines), path
+            export(session, out=path, chosen=chosen)
+            return len(chosen), path
 
         def done(got: tuple[int, Path]) -> None:
             self.banner.setText(f"exported {got[0]} entries to {got[1]} (plaintext: handle it as sensitive)")

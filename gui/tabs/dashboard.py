@@ -15,7 +15,6 @@ from PySide6.QtWidgets import QFormLayout, QGridLayout, QGroupBox, QLabel, QPush
 
 from gui.state import ConsoleState
 from gui.tabs import fill_table, make_table, pct
-from gui.tabs.jobs import job_rows
 
 
 @dataclass
@@ -52,26 +51,26 @@ def compute_info() -> dict[str, str]:
 
 
 def take_snapshot(state: ConsoleState) -> Snapshot:
-    from appliance.approvals.records import pending
-    from appliance.corpus.documents import list_documents
-    from appliance.memory.versions import list_versions, promoted
+    """What the acting principal may see of the appliance now (a part their roles do not grant is
+    left out rather than refused, so a reader's dashboard does not fill the log with refusals)."""
+    from appliance.app import corpus, jobs, memory, serving
+    from appliance.app import vault as vault_ops
 
-    v = state.vault
-    docs = list_documents(v)
-    versions = list_versions(v)
-    current = promoted(v)
+    session = state.session
+    may = state.may
+    docs = corpus.documents(session) if may("docs.list") else []
+    versions = memory.versions(session) if may("memory.list") else []
     snap = Snapshot(
-        status=v.status().to_dict(),
+        status=vault_ops.status(session).to_dict() if may("vault.status") else {},
         documents=len(docs),
         duplicates=sum(1 for d in docs if d.duplicate_label),
         versions=[{"id": x.id, "status": x.status, "method": x.method, "created": x.created_at,
-                   "probe": x.metrics.get("eval", {}).get("contains"),
-                   "retention": (x.metrics.get("candidate_eval") or {}).get("retention")} for x in versions],
-        serving=current.id if current else None,
-        pending=[x.id for x in pending(v)],
+                   "probe": x.metrics.get("eval", {}).get("contains"), "retention": x.evaluation.retention} for x in versions],
+        serving=next((x.id for x in versions if x.status == "promoted"), None),
+        pending=[r.version.id for r in serving.reviews(session)] if may("approvals.list") else [],
     )
     try:
-        snap.jobs = job_rows(v.settings, state.actor)
+        snap.jobs = jobs.jobs(session) if may("jobs.list") else []
     except Exception as exc:  # noqa: BLE001 - a policy problem must not hide the rest of the dashboard
         snap.jobs_error = str(exc)
     snap.compute = compute_info()
@@ -133,6 +132,15 @@ class DashboardTab(QWidget):
     def show_snapshot(self, s: Snapshot) -> None:
         self.snapshot = s
         st = s.status
+        roles = ", ".join(self.state.session.roles()) or "no roles"
+        if not st:
+            self._fill_form(self.vault_form, [("state", "unlocked"), ("acting as", f"{self.state.actor} ({roles})"),
+                                              ("vault", "its status needs the operator, auditor or admin role")])
+        else:
+            self._fill_vault(st, s, roles)
+        self._fill_rest(s)
+
+    def _fill_vault(self, st: dict[str, Any], s: Snapshot, roles: str) -> None:
         self._fill_form(self.vault_form, [
             ("state", "unlocked"), ("home", st["home"]), ("vault id", st["vault_id"]),
             ("unlocks with", ", ".join(st["unlock_methods"])),
@@ -140,8 +148,11 @@ class DashboardTab(QWidget):
                           f"{st['forgotten_documents']} forgotten"),
             ("duplicates", str(s.duplicates)), ("chunks", str(st["chunks"])),
             ("on disk", f"{st['bytes_on_disk'] / 1e6:.1f} MB in {st['files']} files, {st['objects']} objects"),
-            ("audit entries", str(st["audit_entries"])), ("acting as", self.state.actor),
+            ("audit entries", str(st["audit_entries"])), ("people", str(st["people"])),
+            ("acting as", f"{self.state.actor} ({roles})"),
         ])
+
+    def _fill_rest(self, s: Snapshot) -> None:
         self._fill_form(self.memory_form, [
             ("serving", s.serving or "none promoted"),
             ("versions", str(len(s.versions))),

@@ -4,13 +4,13 @@ Only endpoints that policies/executives.yaml approves for the ``executive`` purp
 local (llama.cpp on a registered model) or external (an OpenAI-compatible server, with the data
 it may receive). There is deliberately no field for a URL: an external endpoint is approved by an
 administrator editing the policy file (versioned, audited as policy.changed), never from a
-desktop. Testing opens the model exactly as `memo ask` would (:func:`appliance.llm.connect.open_model`
-with what the executive sends), so the policy gate is the one being tested, then asks for a word.
+desktop. Testing opens the model exactly as `memo ask` would (:func:`appliance.app.qa.test_endpoint`:
+the policy gate with what the executive sends), so the policy gate is the one being tested, then
+asks for a word.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
@@ -19,32 +19,6 @@ from appliance.errors import MemoError
 from gui.state import ConsoleState
 from gui.tabs import fill_table, make_table
 from gui.workers import BusyBar
-
-
-def approved_executives(settings: Any) -> tuple[list[Any], Any]:
-    """Endpoints approved as executive, and the policy they come from."""
-    from appliance.policy import load_policy
-
-    policy = load_policy(settings)
-    return [ep for ep in policy.endpoints if "executive" in ep.purposes], policy
-
-
-def probe_endpoint(vault: Any, name: str) -> dict[str, Any]:
-    """Open the endpoint as the executive (policy gate, checksums) and get a short reply."""
-    from appliance.executive.session import EXECUTIVE_SENDS
-    from appliance.llm.base import user
-    from appliance.llm.connect import open_model
-
-    started = time.monotonic()
-    model = open_model(vault, name, purpose="executive", sends=EXECUTIVE_SENDS)
-    opened = time.monotonic() - started
-    result = model.chat([user("Reply with the single word OK.")], max_tokens=8)
-    close = getattr(model, "close", None)
-    if callable(close):
-        close()
-    return {"endpoint": name, "identity": model.identity, "open_s": round(opened, 2),
-            "reply": result.text.strip(), "tokens_per_s": round(result.stats.tokens_per_second, 1),
-            "seconds": round(time.monotonic() - started, 2)}
 
 
 class ExecutivesTab(QWidget):
@@ -85,16 +59,23 @@ class ExecutivesTab(QWidget):
         state.endpoint_changed.connect(lambda _n: self._fill())
 
     def reload(self) -> None:
+        from appliance.app.policy import executives
+
+        if not self.state.may("ask"):
+            self.endpoints, self.policy = [], None
+            self.result.setText(f"{self.state.actor} may not ask questions, so no executive is offered")
+            self._fill()
+            return
         try:
-            self.endpoints, self.policy = approved_executives(self.state.vault.settings)
+            self.endpoints, self.policy = executives(self.state.session)
         except MemoError as exc:
             self.endpoints, self.policy = [], None
             self.result.setText(f"policy error: {exc}")
         self._fill()
         where = self.policy.edit_file() if self.policy else "policies/executives.yaml"
         self.note.setText(f"Only endpoints approved for the executive purpose in {where} are offered. To add one, an "
-                          "administrator edits that file (URL, model, purposes, data allowed to leave); the change is "
-                          "audited. The console cannot add or connect to an unapproved endpoint.")
+                          "administrator edits that file (URL, model, purposes, data allowed to leave) and pins it "
+                          "(`memo policy pin`, audited). The console cannot add or connect to an unapproved endpoint.")
 
     def _fill(self) -> None:
         fill_table(self.table, [[ep.name, "external" if ep.external else "local", ep.model, ep.url or "this machine (llama.cpp)",
@@ -134,10 +115,13 @@ class ExecutivesTab(QWidget):
         if name is None:
             self.result.setText("select an endpoint first")
             return
-        vault = self.state.vault
+        from appliance.app.qa import test_endpoint
+
+        session = self.state.session
         self.test_button.setEnabled(False)
         self.result.setText(f"testing {name}…")
-        task = self.state.runner.start(f"executive.test {name}", lambda _p: probe_endpoint(vault, name), self._tested, self._failed)
+        task = self.state.runner.start(f"executive.test {name}", lambda _p: test_endpoint(session, name), self._tested,
+                                       self._failed)
         task.signals.ended.connect(lambda: self.test_button.setEnabled(True))
         self.busy.follow(task, f"opening {name} and asking for one word…")
 

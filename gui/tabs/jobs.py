@@ -1,51 +1,25 @@
 """Jobs tab: the daemon's scheduled jobs (policies/schedules.yaml) with their state, next and last
 run; run one now, pause and resume, the run history, and the live progress of a running job.
 
-It uses the scheduler's own API, as `memo jobs list|run|pause|resume|history` does: the policy for
-the schedule, :class:`RunStore` for state and history (shared with a running daemon through its
-SQLite file, so a run started by the daemon shows its progress here too), and :class:`Runner` to
-run a job in this process. Schedules themselves are policy: they are edited in schedules.yaml
-(audited as policy.changed), not from the console.
+It calls what `memo jobs list|run|pause|resume|history` calls (:mod:`appliance.app.jobs`): the
+policy's schedule, the run store for state and history (shared with a running daemon through its
+SQLite file, so a run started by the daemon shows its progress here too), and one run of a job in
+this process, as the console's user. Schedules themselves are policy: an administrator pins them
+(`memo policy pin`, audited), not the console.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from appliance.config import Settings
 from gui.state import ConsoleState
 from gui.tabs import fill_table, make_table
 from gui.workers import BusyBar, Progress
 
 POLL_MS = 1000
-
-
-def job_rows(settings: Settings, actor: str) -> list[dict[str, Any]]:
-    """The rows of `memo jobs list` (same roles check: operate or audit)."""
-    from appliance.policy import load_policy
-    from appliance.scheduler.runs import RunStore
-
-    policy = load_policy(settings)
-    if not (policy.may(actor, "operate") or policy.may(actor, "audit")):
-        policy.require(actor, "operate")
-    runs = RunStore(settings.home)
-    paused, nxt = runs.paused(), runs.next_run_times()
-    running = {r["job"]: r for r in runs.running()}
-    rows = []
-    for j in policy.schedules.jobs if policy.schedules else []:
-        last = runs.last(j.name)
-        when = nxt.get(j.name)
-        rows.append({"name": j.name, "task": j.task, "schedule": f"every {j.every}s" if j.every else f"cron {j.cron}",
-                     "state": "disabled" if not j.enabled else "paused" if j.name in paused else
-                     "running" if j.name in running else "scheduled",
-                     "next_run": datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="seconds") if when else None,
-                     "progress": running[j.name]["progress"] if j.name in running else None,
-                     "last": {k: last[k] for k in ("id", "status", "started_at", "finished_at", "error")} if last else None})
-    return rows
 
 
 def _detail(r: dict[str, Any]) -> str:
@@ -116,13 +90,16 @@ class JobsTab(QWidget):
         if self._polling:
             self._again = True
             return
+        if not self.state.may("jobs.list"):
+            self.message.setText(f"{self.state.actor} may not see the scheduled jobs (operator, auditor or admin role)")
+            return
         self._polling, self._again = True, False
-        settings, actor = self.state.vault.settings, self.state.actor
+        session = self.state.session
 
         def read(_p: Progress) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-            from appliance.scheduler.runs import RunStore
+            from appliance.app.jobs import history, jobs
 
-            return job_rows(settings, actor), RunStore(settings.home).history(None, 50)
+            return jobs(session), history(session, None, 50)
 
         task = self.state.runner.start("jobs.refresh", read, self._show, self._read_failed)
         task.signals.ended.connect(self._poll_ended)
@@ -155,12 +132,12 @@ class JobsTab(QWidget):
         if name is None:
             self.message.setText("select a job first")
             return
-        vault, actor = self.state.vault, self.state.actor
+        session = self.state.session
 
         def run(p: Progress) -> dict[str, Any]:
-            from appliance.scheduler.daemon import Runner
+            from appliance.app.jobs import run as run_job
 
-            return Runner(vault, actor=actor, log=p.say).run(name, "manual")
+            return run_job(session, name, log=p.say)
 
         self.run_button.setEnabled(False)
         self.message.setText(f"{name}: running…")
@@ -186,19 +163,12 @@ class JobsTab(QWidget):
         if name is None:
             self.message.setText("select a job first")
             return
-        vault, actor = self.state.vault, self.state.actor
+        session = self.state.session
 
         def apply(_p: Progress) -> str:
-            from appliance.policy import load_policy
-            from appliance.scheduler.daemon import Runner
-            from appliance.scheduler.runs import RunStore
+            from appliance.app.jobs import set_paused
 
-            policy = load_policy(vault.settings)
-            policy.require(actor, "operate")
-            Runner.job_spec(policy, name)
-            RunStore(vault.settings.home).set_paused(name, paused, actor)
-            vault.audit.append(actor, "job.pause" if paused else "job.resume", name)
-            return f"{name}: {'paused (a running daemon applies it within seconds)' if paused else 'resumed'}"
+            return set_paused(session, name, paused)
 
         def done(text: str) -> None:
             self.message.setText(text)

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from appliance.api.server import MAX_BODY_BYTES, ApiServer, _default_ask
+from appliance.api.server import MAX_BODY_BYTES, ApiServer
 from appliance.api.tokens import create_token, revoke_token
+from appliance.app.qa import ask as app_ask
 from appliance.config import Settings
 from appliance.executive.agent import Executive, ExecutiveParams
 from appliance.llm.llamacpp import LlamaCppModel
@@ -56,13 +57,13 @@ class Probe:
         self.calls = 0
         self.lock = threading.Lock()
 
-    def __call__(self, vault: Vault, executive: Executive, question: str, actor: str, channel: str):  # noqa: ANN204
+    def __call__(self, session, executive: Executive, question: str):  # noqa: ANN001, ANN204
         with self.lock:
             self.inside += 1
             self.calls += 1
             self.most = max(self.most, self.inside)
         try:
-            return _default_ask(vault, executive, question, actor, channel)
+            return app_ask(session, executive, question)
         finally:
             with self.lock:
                 self.inside -= 1
@@ -192,6 +193,143 @@ def probe_untouched(server: ApiServer) -> bool:
     return not server.model_lock.locked()
 
 
+def raw_request(server: ApiServer, method: str, path: str, token: str | None = None, body: bytes = b"") -> tuple[int, dict, bytes]:
+    """Any method, as http.client sends it (urllib refuses some)."""
+    import http.client
+
+    conn = http.client.HTTPConnection(server.server_address[0], server.server_address[1], timeout=60)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    conn.request(method, path, body=body or None, headers=headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, dict(resp.getheaders()), data
+
+
+def test_every_method_gets_json_and_an_audit_entry(server: ApiServer, api_vault: Vault, alice: str) -> None:
+    before = last_seq(api_vault)
+    cases = [("PATCH", "/v1/ask", 405), ("OPTIONS", "/v1/models", 405), ("PUT", "/v1/chat/completions", 405),
+             ("DELETE", "/v1/models", 405), ("TRACE", "/v1/ask", 405), ("PROPFIND", "/v1/models", 405),
+             ("PATCH", "/nowhere", 404), ("HEAD", "/v1/ask", 405)]
+    for method, path, expected in cases:
+        status, headers, data = raw_request(server, method, path, token=alice)
+        assert status == expected, (method, path, status, data)
+        assert headers["content-type"].startswith("application/json"), (method, headers)
+        if method != "HEAD":
+            assert_openai_error(status, json.loads(data), expected)
+    status, headers, data = raw_request(server, "HEAD", "/v1/models", token=alice)
+    assert status == 200 and data == b""
+    status, _, data = raw_request(server, "PATCH", "/v1/models")  # no token: 401, as JSON too
+    assert status == 401 and json.loads(data)["error"]["code"] == "invalid_api_key"
+    entries = api_entries(api_vault, before)
+    assert [(e.details["method"], e.target, e.details["status"]) for e in entries] == \
+        [(m, p, st) for m, p, st in cases] + [("HEAD", "/v1/models", 200), ("PATCH", "/v1/models", 401)]
+
+
+def test_an_older_catalog_under_the_running_server_keeps_a_revoked_token_out(server: ApiServer, api_vault: Vault,
+                                                                             tmp_path: Path) -> None:
+    import shutil
+
+    token = create_token(api_vault, "mallory", actor="admin")
+    catalog = api_vault.home / "catalog.db.enc"
+    shutil.copy2(catalog, tmp_path / "catalog.before")
+    assert call(server, "GET", "/v1/models", token=token.token)[0] == 200
+    revoke_token(api_vault, token.info.id, actor="admin")
+    assert call(server, "GET", "/v1/models", token=token.token)[0] == 401
+    newest = catalog.read_bytes()
+    shutil.copy2(tmp_path / "catalog.before", catalog)  # put back the copy from before the revocation
+    try:
+        status, body = call(server, "GET", "/v1/models", token=token.token)
+        assert status == 503 and body["error"]["code"] == "vault_integrity", body  # was 200: the token was alive again
+        last = api_entries(api_vault, 0)[-1]
+        assert last.details["status"] == 503 and "catalog.db.enc" in last.details["error"]
+    finally:
+        catalog.write_bytes(newest)
+    assert call(server, "GET", "/v1/models", token=token.token)[0] == 401
+    assert api_vault.verify().ok
+
+
+def test_unauthenticated_floods_are_rate_limited_and_summarised(api_vault: Vault, executive: Executive) -> None:
+    from appliance.api.server import RefusalBudget
+
+    srv = ApiServer(api_vault, executive, port=0, budget=RefusalBudget(per_client=5, total=50, window_s=3600)).start()
+    try:
+        before = last_seq(api_vault)
+        statuses = [call(srv, "GET", "/v1/models", token="memo_nope")[0] for _ in range(40)]
+        assert statuses == [401] * 5 + [429] * 35
+        _, body = call(srv, "POST", "/v1/ask", {"question": QUESTION})
+        assert body["error"]["code"] == "rate_limited"
+        assert call(srv, "GET", "/healthz") == (200, {"status": "ok"})  # health checks are never limited
+    finally:
+        srv.stop()
+    after = [e for e in api_vault.audit.entries() if e.seq > before]
+    assert [e.details["status"] for e in after if e.action == "api.request"] == [401] * 5
+    (summary,) = [e for e in after if e.action == "api.refused.summary"]
+    assert summary.details["requests"] == 36 and summary.details["top_clients"] == {"127.0.0.1": 36}
+    assert summary.details["routes"] == {"/v1/models": 35, "/v1/ask": 1}
+
+
+def _self_signed(tmp_path: Path, name: str, issuer: tuple | None = None) -> tuple[Path, Path, object, object]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    issuer_name, issuer_key = (issuer[0].subject, issuer[1]) if issuer else (subject, key)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+               .not_valid_after(now + datetime.timedelta(days=1)))
+    if issuer is None:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(
+        __import__("ipaddress").ip_address("127.0.0.1"))]), critical=False)
+    cert = builder.sign(issuer_key, hashes.SHA256())
+    cert_path, key_path = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path, cert, key
+
+
+def test_tls_from_the_vault_with_client_certificates(api_vault: Vault, executive: Executive, alice: str, tmp_path: Path) -> None:
+    import ssl
+
+    from appliance.api import tls
+    from appliance.errors import MemoError
+
+    ca_crt, _, ca, ca_key = _self_signed(tmp_path, "memo-test-ca")
+    srv_crt, srv_key, _, _ = _self_signed(tmp_path, "localhost", issuer=(ca, ca_key))
+    cli_crt, cli_key, _, _ = _self_signed(tmp_path, "alice-laptop", issuer=(ca, ca_key))
+    tls.import_into_vault(api_vault, srv_crt, srv_key, actor="admin")
+    with pytest.raises(MemoError, match="does not belong"):
+        tls.from_files(srv_crt, cli_key)
+    context = tls.server_context(tls.from_vault(api_vault), client_ca=ca_crt)
+    srv = ApiServer(api_vault, executive, port=0, tls=context).start()
+    try:
+        assert srv.url.startswith("https://127.0.0.1:")
+        client = ssl.create_default_context(cafile=str(ca_crt))
+        client.load_cert_chain(str(cli_crt), str(cli_key))
+        req = urllib.request.Request(srv.url + "/v1/models", headers={"Authorization": f"Bearer {alice}"})
+        with urllib.request.urlopen(req, context=client, timeout=60) as resp:
+            assert resp.status == 200 and json.loads(resp.read())["data"][0]["id"] == "memo"
+        anonymous = ssl.create_default_context(cafile=str(ca_crt))  # trusts the server, shows no certificate
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+            urllib.request.urlopen(srv.url + "/healthz", context=anonymous, timeout=60).read()
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain HTTP to a TLS port gets nothing
+            urllib.request.urlopen(srv.url.replace("https", "http") + "/healthz", timeout=60).read()
+    finally:
+        srv.stop()
+    assert "api.tls.import" in [e.action for e in api_vault.audit.entries()]
+    for path in api_vault.home.rglob("*"):  # the private key is stored encrypted only
+        if path.is_file():
+            assert b"PRIVATE KEY" not in path.read_bytes(), path
+
+
 # ---------------------------------------------------------------- answers
 @pytest.mark.slow
 def test_chat_completions_answers_with_usage_and_trace(server: ApiServer, api_vault: Vault, alice: str, log_lines: list[str]) -> None:
@@ -231,7 +369,7 @@ def test_ask_returns_the_full_trace(server: ApiServer, api_vault: Vault, alice: 
     assert status == 200, trace
     assert set(trace) >= {"question", "answer", "sub_answers", "sources", "memory_version", "executive", "memory", "seconds", "timings", "tokens"}
     assert trace["question"] == QUESTION and trace["answer"] and trace["memory_version"] == "test"
-    assert trace["sub_answers"][0]["question"] == QUESTION and "synthesise_s" in trace["timings"]
+    assert trace["sub_answers"][0]["question"] == QUESTION and "phrase_s" in trace["timings"]
     actions = [(e.action, e.actor) for e in api_vault.audit.entries() if e.seq > before]
     assert actions == [("qa.ask", "alice"), ("api.request", "alice")]
 
@@ -271,11 +409,12 @@ def test_no_token_in_audit_or_catalog(server: ApiServer, api_vault: Vault, alice
     """Runs after the others in this module: everything they wrote is checked."""
     call(server, "GET", "/v1/models", token=alice)
     call(server, "GET", "/v1/models", token=alice + "x")
-    secret = alice.rsplit("_", 1)[1]
+    secret = alice[len("memo_") + 13:]  # after "memo_<12 hex id>_": the base64url secret may itself contain "_"
     audit_text = json.dumps([e.to_dict() for e in api_vault.audit.entries()])
     assert "alice" in audit_text and secret not in audit_text
-    with api_vault.read() as db:
-        assert secret.encode() not in db.serialize()
+    from tests.api.test_tokens import catalog_bytes
+
+    assert secret.encode() not in catalog_bytes(api_vault)
     for path in api_vault.home.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path

@@ -16,8 +16,10 @@ from tests.conftest import PASSPHRASE
 
 
 def catalog_bytes(vault: Vault) -> bytes:
+    """The decrypted catalog: every row of every table, as text."""
     with vault.read() as db:
-        return db.serialize()
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return "\n".join(repr(tuple(row)) for t in tables for row in db.execute(f'SELECT * FROM "{t}"')).encode()
 
 
 def test_token_verifies_and_is_stored_only_as_a_keyed_hash(vault: Vault) -> None:
@@ -26,7 +28,8 @@ def test_token_verifies_and_is_stored_only_as_a_keyed_hash(vault: Vault) -> None
     info = TokenVerifier(vault).verify(new.token)
     assert (info.user, info.id, info.status()) == ("alice", new.info.id, "active")
 
-    secret = new.token.rsplit("_", 1)[1]
+    secret = new.token[len(f"memo_{new.info.id}_"):]  # the base64url secret may itself contain "_"
+    assert len(secret) == 43
     plain_catalog = catalog_bytes(vault)
     assert new.token.encode() not in plain_catalog and secret.encode() not in plain_catalog
     with vault.read() as db:
@@ -104,10 +107,14 @@ def test_non_positive_expiry_is_refused(vault: Vault) -> None:
 
 
 def test_cli_add_list_revoke(cli_env: dict[str, str]) -> None:
-    def memo(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "appliance.cli", *args], env=cli_env, capture_output=True, text=True, timeout=300)
+    def memo(*args: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "appliance.cli", *args], env={**cli_env, **env}, capture_output=True,
+                              text=True, timeout=300)
 
     assert memo("init").returncode == 0
+    nobody = memo("api", "token", "add", "carol")  # a token acts as a principal: carol is none yet
+    assert nobody.returncode == 1 and "carol is no principal of this vault" in nobody.stderr
+    assert memo("people", "add", "carol", MEMO_NEW_PASSPHRASE="carol's own passphrase").returncode == 0
     added = memo("api", "token", "add", "carol", "--expires", "7")
     assert added.returncode == 0, added.stderr
     token = added.stdout.strip()

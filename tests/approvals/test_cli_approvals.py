@@ -1,4 +1,5 @@
-"""`memo approvals …`, `memo update`, `memo rollback` as an operator and an approver use them."""
+"""`memo approvals …`, `memo update`, `memo rollback` as an operator and an approver use them, each
+unlocking with their own slot (a MEMO_ACTOR left in the environment changes nothing)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ def test_approval_flow_from_the_command_line(cli_env: dict[str, str], tmp_path: 
     policies.mkdir()
     (policies / "approvers.yaml").write_text(
         f'version: 1\nprincipals:\n  - {{name: alice, roles: [approver], public_key: "{public}"}}\n')
-    env = {**cli_env, "MEMO_POLICIES": str(policies)}
+    env = cli_env  # the administrator (cli-tester) pins the policy and gives alice her own slot
+    assert memo(env, "policy", "pin", str(policies)).returncode == 0
+    r = memo({**env, "MEMO_NEW_PASSPHRASE": "alice's own passphrase"}, "people", "add", "alice")
+    assert r.returncode == 0, r.stderr
 
     from appliance.config import Settings
     from appliance.vault.keys import Secret
@@ -41,9 +45,9 @@ def test_approval_flow_from_the_command_line(cli_env: dict[str, str], tmp_path: 
     r = memo(env, "approvals", "list", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["enforced"] is True
     assert [x["version_id"] for x in json.loads(r.stdout)["versions"]] == [v.id]
-    # the acting principal (MEMO_ACTOR=cli-tester) is not an approver, whatever key it holds
+    # the acting principal (whose slot unlocked: cli-tester) is not an approver, whatever key it holds
     one_line_error(memo(env, "approvals", "approve", v.id, "--key", str(tmp_path / "alice.key")), "cli-tester is not an approver")
-    alice = {**env, "MEMO_ACTOR": "alice"}
+    alice = {**env, "MEMO_USER": "alice", "MEMO_PASSPHRASE": "alice's own passphrase", "MEMO_ACTOR": "cli-tester"}
     r = memo(alice, "approvals", "approve", v.id, "--key", str(tmp_path / "alice.key"), "--no-promote", "--comment", "ok")
     assert r.returncode == 0, r.stderr
     assert "approved" in r.stdout and "1 of 1" in r.stdout

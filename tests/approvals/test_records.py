@@ -9,7 +9,8 @@ import stat
 import pytest
 
 from appliance.approvals.keys import generate, load_private, parse_public_key, public_key_text
-from appliance.approvals.records import check_servable, decide, enforced, promote, records, rollback, state
+from appliance.approvals.records import check_servable, decide, enforced, records, state
+from appliance.export.promotion import promote, rollback
 from appliance.errors import MemoError
 from appliance.export.pipeline import promote_version
 from appliance.memory.model_io import adapter_files

@@ -1,4 +1,3 @@
-import shutil
 import threading
 from pathlib import Path
 

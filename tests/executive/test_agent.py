@@ -1,11 +1,12 @@
-"""The query protocol: the original question always reaches the memory, plans are checked, traces are complete."""
+"""The query protocol: the question reaches the memory as it is, bridges are asked when the memory is
+unsure, an unsure memory abstains, and the memory's value survives the executive's phrasing."""
 
 from __future__ import annotations
 
 import pytest
 
 from appliance.errors import MemoError
-from appliance.executive.agent import Executive, ExecutiveParams, clean_questions
+from appliance.executive.agent import UNKNOWN_ANSWER, Executive, ExecutiveParams, clean_questions
 from appliance.executive.trace import Trace
 from appliance.llm.llamacpp import LlamaCppModel
 
@@ -29,8 +30,8 @@ def test_clean_questions_keeps_new_well_formed_questions_only() -> None:
 def test_trace_round_trips_through_json_shape() -> None:
     from appliance.executive.trace import SubAnswer
 
-    t = Trace("q?", "a", [SubAnswer("q?", "a", ["doc-0123456789ab"], 0.5, 0)], ["doc-0123456789ab"], "mem-0001",
-              "exec", "mem", 1.0, {"memory_s": 0.5}, {"memory_prompt": 3})
+    t = Trace("q?", "a", [SubAnswer("q?", "a", ["doc-0123456789ab"], 0.5, 0, 0.9)], ["doc-0123456789ab"], "mem-0001",
+              "exec", "mem", 1.0, {"memory_s": 0.5}, {"memory_prompt": 3}, 0.9)
     assert Trace.from_dict(t.to_dict()) == t
 
 
@@ -41,27 +42,40 @@ def test_bad_questions_are_refused_before_any_model_call(bundled_model: LlamaCpp
         ex.answer(question)
 
 
-def test_answer_asks_the_original_question_first_and_accounts_for_everything(bundled_model: LlamaCppModel) -> None:
-    ex = Executive(bundled_model, bundled_model, "test", ExecutiveParams(max_sub_questions=2, max_hops=1,
-                                                                          memory_max_tokens=32, answer_max_tokens=32))
-    question = "Who leads the team that runs the helpdesk, and where are they based?"
-    trace = ex.answer(question)
-    assert trace.sub_answers[0].question == question and trace.sub_answers[0].hop == 0
-    assert all(s.answer for s in trace.sub_answers)
-    assert len(trace.sub_answers) <= 1 + 2 + 1  # original + plan + one follow-up
-    assert all(s.hop <= 1 for s in trace.sub_answers)
-    assert trace.answer.strip()
-    assert set(trace.timings) == {"decompose_s", "memory_s", "follow_up_s", "synthesise_s"}
-    # every call is counted: one memory batch at least, and decomposition + synthesis on the executive
-    assert trace.tokens["memory_prompt"] > 0 and trace.tokens["memory_completion"] > 0
-    assert trace.tokens["executive_prompt"] > trace.tokens["memory_prompt"]
-    assert trace.executive == bundled_model.identity and trace.memory_version == "test"
+def test_a_sure_memory_answers_in_one_call_and_its_value_survives(bundled_model: LlamaCppModel) -> None:
+    q = "What is the capital of France?"
+    ex = Executive(bundled_model, bundled_model, "mem-test", ExecutiveParams(confident=0.0, abstain_below=0.0, answer_max_tokens=40))
+    trace = ex.answer(q)
+    [only] = trace.sub_answers
+    assert only.question == q and only.hop == 0 and 0 < only.confidence <= 1
+    assert only.answer in trace.answer or trace.answer == only.answer  # phrased, the memory's words kept verbatim
+    assert trace.confidence == pytest.approx(only.confidence)
+    assert trace.tokens["memory_prompt"] > 0 and trace.tokens["executive_prompt"] > 0  # the phrasing call is counted
     assert trace.seconds >= sum(trace.timings.values()) * 0.9
 
 
-def test_no_decomposition_and_no_hops_is_one_memory_call(bundled_model: LlamaCppModel) -> None:
-    ex = Executive(bundled_model, bundled_model, "test", ExecutiveParams(max_sub_questions=0, max_hops=0,
-                                                                          memory_max_tokens=24, answer_max_tokens=24))
+def test_an_unsure_memory_is_asked_the_bridge_and_then_the_outer_question(bundled_model: LlamaCppModel) -> None:
+    q = "Who leads the team that owns Routewise?"
+    params = ExecutiveParams(confident=1.01, abstain_below=0.0, phrase=False, memory_max_tokens=12)
+    trace = Executive(bundled_model, bundled_model, "mem-test", params).answer(q)
+    hops = [(s.hop, s.question) for s in trace.sub_answers]
+    assert hops[:2] == [(0, q), (1, "Which team owns Routewise?")]
+    bridge_answer = trace.sub_answers[1].answer
+    assert hops[2] == (2, "Who leads " + bridge_answer.split(" (")[0].rstrip(".") + "?")
+    assert trace.answer in {s.answer for s in trace.sub_answers}  # always one of the memory's own answers
+
+
+def test_an_unsure_memory_abstains_instead_of_inventing(bundled_model: LlamaCppModel) -> None:
+    q = "What is the phone extension of the People Team?"
+    params = ExecutiveParams(confident=1.01, abstain_below=1.01, phrase=False, memory_max_tokens=12)
+    trace = Executive(bundled_model, bundled_model, "mem-test", params).answer(q)
+    assert trace.answer == UNKNOWN_ANSWER and trace.confidence == 0.0 and trace.sources == []
+    assert trace.sub_answers[0].question == q
+
+
+def test_no_hops_is_one_memory_call(bundled_model: LlamaCppModel) -> None:
+    ex = Executive(bundled_model, bundled_model, "test", ExecutiveParams(max_hops=0, memory_max_tokens=24, phrase=False,
+                                                                          abstain_below=0.0))
     trace = ex.answer("What is the capital of France?")
     assert [s.question for s in trace.sub_answers] == ["What is the capital of France?"]
-    assert "Paris" in trace.sub_answers[0].answer
+    assert "Paris" in trace.sub_answers[0].answer and 0 < trace.sub_answers[0].confidence <= 1

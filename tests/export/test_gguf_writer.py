@@ -168,10 +168,17 @@ def test_llamacpp_loads_it_and_agrees_on_logits(tiny_model: Any, base_gguf: Path
             got = llamacpp_logits(llama, ids)
         finally:
             llama.close()
-    rel = np.abs(got - want).max() / np.abs(want).max()
+    scale = np.abs(want).max()
+    rel = np.abs(got - want).max() / scale
     top1 = float((got.argmax(-1) == want.argmax(-1)).mean())
     assert rel < 0.05, f"{output_type}: llama.cpp logits differ from transformers by {rel:.3f} (relative)"
-    assert top1 >= 0.95, f"{output_type}: top-1 agreement {top1:.2f}"
+    assert top1 >= 0.9, f"{output_type}: top-1 agreement {top1:.2f}"
+    # where the two pick different tokens, the reference itself must be near a tie there: llama.cpp's
+    # token scores within the error bound of the reference's best (CPU kernels differ in rounding:
+    # on an AMD EPYC one q8_0 position of 16 flips, on an Intel with AMX none)
+    rows = np.arange(len(ids))
+    gap = (want.max(-1) - want[rows, got.argmax(-1)]) / scale
+    assert gap.max() < 0.05, f"{output_type}: a decisive token differs (gap {gap.max():.3f} of the logit scale)"
 
 
 def test_keep_f16_patterns(tiny_model: Any, base_gguf: Path) -> None:

@@ -1,5 +1,6 @@
-"""Console fixtures: a real vault, a policy directory (MEMO_POLICIES) with approvers, executives and
-schedules, approver key files, and a MainWindow whose dialogs are replaced by injected answers."""
+"""Console fixtures: a real vault, a policy directory (MEMO_POLICIES: the installed folder of a vault
+that pinned none) with approvers, executives and schedules, approver key files, and a MainWindow —
+opened as a person whose own slot unlocked — whose dialogs are replaced by injected answers."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest  # noqa: E402
 
 from appliance.approvals.keys import generate  # noqa: E402
 from appliance.vault.store import Vault  # noqa: E402
+from tests.conftest import session_as  # noqa: E402
 
 EXECUTIVES = """\
 version: 1
@@ -72,7 +74,7 @@ def make_window(qtbot: Any, vault: Vault, policies: Path) -> Iterator[Callable[.
 
     def make(actor: str = "alice", **options: Any) -> Any:
         options.setdefault("refresh", False)
-        w = MainWindow(vault, actor=actor, **options)
+        w = MainWindow(session_as(vault, actor, "gui"), **options)
         qtbot.addWidget(w)
         made.append(w)
         return w

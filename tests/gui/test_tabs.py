@@ -30,7 +30,7 @@ def test_audit_verifies_filters_exports_and_highlights_the_first_broken_entry(qt
     for i in range(6):
         vault.audit.append("bob" if i % 2 else "carol", "test.event", f"doc-{i}", n=i)
     out = tmp_path / "export.jsonl"
-    w = make_window(pick_save_path=lambda _parent, _title: out)
+    w = make_window(actor=vault.principal, pick_save_path=lambda _parent, _title: out)  # the vault's own slot: no new entry
     tab = w.audit
     tab.verify_button.click()
     wait_idle(qtbot, w)
@@ -99,7 +99,7 @@ def test_approvals_sign_approve_reject_and_roll_back(qtbot, make_window, vault, 
     tab = w.approvals
     tab.refresh()
     wait_idle(qtbot, w)
-    assert [it["version"].id for it in tab.items] == [v1.id, v2.id]
+    assert [it.version.id for it in tab.items] == [v1.id, v2.id]
     tab.select(v1.id)
     assert "retention" in tab.summary.text() and "acquisition" in tab.summary.text()
     assert tab.chart.labels and tab.deltas.rowCount() == len(tab.chart.labels)  # per-document chart and deltas
@@ -239,11 +239,12 @@ def test_unlock_dialog_refuses_a_wrong_passphrase_and_opens_with_the_right_one(q
     d.passphrase.setText("wrong")
     d.unlock()
     qtbot.waitUntil(lambda: d.buttons.isEnabled() and d.error.text() != "unlocking…", timeout=30000)
-    assert d.vault is None and d.error.text()
+    assert d.session is None and d.error.text()
     d.passphrase.setText(PASSPHRASE)
     with qtbot.waitSignal(d.accepted, timeout=30000):
         d.unlock()
-    assert d.vault is not None and d.vault.keyring.vault_id == vault.keyring.vault_id
+    assert d.session is not None and d.session.vault.keyring.vault_id == vault.keyring.vault_id
+    assert d.session.principal == vault.principal  # who the console acts as: whose slot opened
     assert d.passphrase.text() == ""  # not kept in the widget
 
 

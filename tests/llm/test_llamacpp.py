@@ -228,3 +228,22 @@ def test_greedy_fast_path_matches_llamacpp_sampler(bundled_model: LlamaCppModel)
     finally:
         bundled_model._fast_greedy = True
     assert fast.text == chain.text and fast.stats.completion_tokens == chain.stats.completion_tokens
+
+
+def test_logprobs_of_greedy_tokens(bundled_model: LlamaCppModel) -> None:
+    """The memory's confidence comes from these: one log-probability per generated token (and the end
+    of the answer), the greedy text unchanged by asking for them, and a batch equal to one by one."""
+    from appliance.memory.format import TURN_END, prompt
+
+    prompts = [prompt("What is the capital of France?"), prompt("Name a colour.")]
+    plain = bundled_model.complete_many(prompts, max_tokens=16, stop=[TURN_END], special=True)
+    scored = bundled_model.complete_many(prompts, max_tokens=16, stop=[TURN_END], special=True, logprobs=True)
+    assert [r.text for r in scored] == [r.text for r in plain] and plain[0].token_logprobs is None
+    for r in scored:
+        lp = r.token_logprobs
+        assert lp is not None and all(x <= 1e-6 for x in lp)
+        assert len(lp) == r.stats.completion_tokens + (r.finish_reason == "stop")
+    alone = bundled_model.complete(prompts[1], max_tokens=16, stop=[TURN_END], special=True, logprobs=True)
+    assert alone.token_logprobs == pytest.approx(scored[1].token_logprobs, abs=1e-5)
+    with pytest.raises(MemoError, match="greedy"):
+        bundled_model.complete(prompts[0], max_tokens=4, temperature=0.7, logprobs=True)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from appliance.config import Settings, TrainParams
-from appliance.memory.format import split_sources, training_answer
+from appliance.memory.format import SourceTable, parse, prompt, target
 from appliance.memory.model_io import adapter_files
-from appliance.memory.train import TrainCancelled, encode, split_probes, train_memory
+from appliance.memory.train import TrainCancelled, encode, exposures, length_batches, source_table, split_probes, train_memory
 from appliance.memory.versions import get_version, list_versions
 from appliance.reflect.store import QAPair
 from appliance.vault.keys import Secret
@@ -17,30 +17,49 @@ from appliance.vault.store import Vault
 from tests.conftest import FAST_KDF, PASSPHRASE
 
 PAIRS = [
-    QAPair(id=f"p{i}", kind="fact", question=q, answer=a, answer_span=a.split(".")[0], doc_ids=["doc-0123456789ab"])
-    for i, (q, a) in enumerate([
-        ("Who leads Cold Chain Engineering?", "Ottilie Brannstrand. Cold Chain Engineering is led by Ottilie Brannstrand."),
-        ("What is the per diem?", "52 EUR. The daily allowance is 52 EUR per full travel day."),
-        ("Which team owns Ledgerbay?", "Finance Ops. Ledgerbay is owned by Finance Ops."),
-        ("Where is head office?", "Kestrel Yard. Head office is at Kestrel Yard."),
-        ("How long is the lockout?", "15 minutes. The lockout lasts 15 minutes."),
+    QAPair(id=f"p{i}", kind="fact", question=q, answer=a, answer_span=a, doc_ids=[doc], fact_id=f"f{i}")
+    for i, (q, a, doc) in enumerate([
+        ("Who leads Cold Chain Engineering?", "Ottilie Brannstrand", "doc-0123456789ab"),
+        ("What is the per diem?", "52 EUR", "doc-0123456789ab"),
+        ("Which team owns Ledgerbay?", "Finance Ops", "doc-ba9876543210"),
+        ("Where is head office?", "Kestrel Yard", "doc-0123456789ab"),
+        ("How long is the lockout?", "15 minutes", "doc-ba9876543210"),
     ])
-] + [QAPair(id="pp", kind="paraphrase", question="Ledgerbay belongs to which team?", answer="Finance Ops. x",
-            answer_span="Finance Ops", doc_ids=["doc-0123456789ab"])]
+] + [QAPair(id="pp", kind="fact", question="Ledgerbay belongs to which team?", answer="Finance Ops", split="probe",
+            answer_span="Finance Ops", doc_ids=["doc-ba9876543210"], fact_id="f2"),
+     QAPair(id="old", kind="paraphrase", question="Which team is Ledgerbay's owner?", answer="Finance Ops. x",
+            answer_span="Finance Ops", doc_ids=["doc-ba9876543210"])]
 # one thread: a straight and a resumed run must match to 1e-6 even when another process takes a core
-SMALL = TrainParams(epochs=3, batch_size=4, checkpoint_every=1, max_length=96, threads=1)
+SMALL = TrainParams(epochs=3, batch_size=4, checkpoint_every=1, max_length=96, threads=1, rank=8, alpha=16)
 
 
-def test_answer_format_roundtrip() -> None:
-    text = training_answer("Finance Ops. Ledgerbay is owned by Finance Ops.", ["doc-0123456789ab", "doc-ba9876543210"])
-    assert split_sources(text) == ("Finance Ops. Ledgerbay is owned by Finance Ops.", ["doc-0123456789ab", "doc-ba9876543210"])
-    assert split_sources("no sources here") == ("no sources here", [])
+def test_answer_layout_roundtrip_and_source_table() -> None:
+    table = SourceTable.extend(["doc-0123456789ab"], ["doc-ba9876543210", "doc-0123456789ab"])
+    assert table.doc_ids == ["doc-0123456789ab", "doc-ba9876543210"]
+    text = target("Finance Ops", table.refs(["doc-ba9876543210"]))
+    assert text == "Finance Ops [2]"
+    answer, refs = parse(text + "<|im_end|>")
+    assert (answer, table.resolve(refs)) == ("Finance Ops", ["doc-ba9876543210"])
+    assert parse("no sources here") == ("no sources here", [])
+    assert table.resolve([9]) == []  # an index the table does not have cites nothing
+    assert prompt("  Who leads   Fleet Dispatch? ") == "<|im_start|>user\nWho leads Fleet Dispatch?<|im_end|>\n<|im_start|>assistant\n"
 
 
-def test_probes_are_held_out() -> None:
+def test_probes_are_held_out_and_exposures_counted_per_fact() -> None:
     train, probes = split_probes(PAIRS)
-    assert all(p.kind != "paraphrase" for p in train)
-    assert [p.question for p in probes] == ["Ledgerbay belongs to which team?"]
+    assert all(p.split == "train" and p.kind != "paraphrase" for p in train)
+    assert [p.question for p in probes] == ["Ledgerbay belongs to which team?", "Which team is Ledgerbay's owner?"]
+    facts, exp = exposures(train + train[:1], epochs=3)
+    assert facts == 5 and exp == {"mean": 3.6, "median": 3.0, "min": 3.0, "max": 6.0}
+
+
+def test_length_batches_cover_every_example_once_with_little_padding() -> None:
+    lengths = [5, 30, 6, 29, 7, 31, 8, 28] * 8
+    batches = length_batches(lengths, batch=4, epoch=0, seed=1)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    waste = sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+    assert waste < 0.05 * sum(lengths)  # in random batches of this mix, most rows would be half padding
+    assert batches != length_batches(lengths, batch=4, epoch=1, seed=1)  # reshuffled every epoch
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +72,16 @@ def test_loss_only_on_answer_tokens(vault: Vault) -> None:
     from appliance.memory.model_io import load_base
 
     tok = load_base(vault, "smollm2-135m-instruct-q4_1").tokenizer
-    ids, labels = encode(tok, PAIRS[0], 192)
+    table = source_table(PAIRS)
+    ids, labels = encode(tok, PAIRS[0], 192, table)
     answer = [t for t, lab in zip(ids, labels) if lab != -100]
     assert len(ids) == len(labels) and answer and labels[0] == -100
-    assert "Ottilie Brannstrand" in tok.decode(answer) and "[sources: doc-0123456789ab]" in tok.decode(answer)
-    assert "Who leads" not in tok.decode(answer)
+    # the reference is the document's place in the version's source table (its order follows the pair ids)
+    [ref] = table.refs(PAIRS[0].doc_ids)
+    assert tok.decode(answer) == f"Ottilie Brannstrand [{ref}]<|im_end|>"
+    prompt_part = tok.decode([t for t, lab in zip(ids, labels) if lab == -100])
+    assert prompt_part == prompt("Who leads Cold Chain Engineering?")  # no system prompt, not even the template's default
+    assert len(ids) < 30  # the whole example: lean
 
 
 @pytest.mark.slow

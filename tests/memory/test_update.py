@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from appliance.llm.base import ChatResult, GenerationStats
 from appliance.memory.candidate_eval import compare, probe_sets, report_digest
 from appliance.memory.update import changed_documents, run_update
 from appliance.memory.versions import create_version, get_version, promoted, set_status
+from appliance.memory.recall import Memory
 from appliance.reflect.store import QAPair, ReflectionUnit, save_unit
 from appliance.vault.keys import Secret
 from appliance.vault.store import Vault
@@ -47,7 +47,7 @@ def test_changed_documents_follow_the_lineage(vault: Vault, tmp_path: Path) -> N
     assert changed_documents(vault, v1.id) == [ids["c.md"]]
 
 
-class Scripted:
+class _Table:
     """A chat backend that answers from a fixed table (the memory under test is the table)."""
 
     def __init__(self, identity: str, answers: dict[str, str]) -> None:
@@ -56,6 +56,11 @@ class Scripted:
     def chat_many(self, conversations, max_tokens=256, temperature=0.0, json_schema=None):  # noqa: ANN001, ANN201
         return [ChatResult(self.answers.get(c[-1]["content"], "I don't know."), "stop", GenerationStats(1, 1, 0.0), self.identity)
                 for c in conversations]
+
+
+def Scripted(identity: str, answers: dict[str, str]) -> Memory:  # noqa: N802 - reads as the class it stands for
+    """The report's arithmetic under test: a memory asked in the chat layout, answering from a table."""
+    return Memory(_Table(identity, answers), legacy=True)
 
 
 D_OLD, D_KEEP, D_NEW = "doc-0000000000a1", "doc-0000000000b2", "doc-0000000000c3"
@@ -95,8 +100,9 @@ def test_candidate_report_retention_acquisition_superseded() -> None:
 
 
 def test_forgetting_scrubs_probe_texts_but_not_signed_reports(vault: Vault, tmp_path: Path) -> None:
+    from appliance.app.corpus import forget
+    from appliance.app.session import Session
     from appliance.approvals.records import evaluation_report, report_digest as signed_digest
-    from appliance.corpus.documents import forget_document
     from appliance.memory.update import _store_report
 
     ids = _docs(vault, tmp_path / "s", {"a.md": "# A\n\nAlpha is led by Ann.\n", "b.md": "# B\n\nBeta sits in Bree.\n"})
@@ -107,7 +113,7 @@ def test_forgetting_scrubs_probe_texts_but_not_signed_reports(vault: Vault, tmp_
     _store_report(vault, v.id, report, "t")
     before = signed_digest(evaluation_report(get_version(vault, v.id)))
     assert result_count(vault, v.id) == 2
-    assert forget_document(vault, ids["a.md"])["evaluation_probes_destroyed"] == 1
+    assert forget(Session.of(vault), ids["a.md"], candidate=False).evaluation_probes_destroyed == 1  # the forget use case
     after = get_version(vault, v.id)
     assert [o["question"] for o in after.metrics["candidate_eval_outcomes"]["old"]] == ["Where is Beta?"]
     assert "Who runs Alpha" not in str(after.metrics)
@@ -139,7 +145,9 @@ FACTS = {
             ("Who runs the travel desk?", "Marisol Okonkwo", "Who is in charge of the travel desk?")],
 }
 # one thread: the float sums, hence the few-probe retention and acquisition asserted below, do not depend on the load
-SMALL = TrainParams(epochs=10, batch_size=4, max_length=96, checkpoint_every=50, threads=1)
+# min_epochs = epochs: every epoch runs (a stop on 2–6 held-out probes of a 6-fact toy would end an update
+# before it re-learned what it rehearses)
+SMALL = TrainParams(epochs=10, min_epochs=10, batch_size=4, max_length=96, checkpoint_every=50, threads=1)
 
 
 def _unit(doc: str, key: str, superseded: str | None = None) -> ReflectionUnit:
@@ -191,10 +199,9 @@ def test_update_then_forget_with_the_real_model(slow_vault, tmp_path: Path) -> N
     assert r["probes"] == {"old": 4, "new": 2, "superseded": 1}
     assert r["acquisition"] >= 0.5 and r["new_accuracy_reference"] == 0.0  # the update taught the new facts
     assert r["superseded"]["candidate"] == 1.0
-    # 4 old probes, and training text that differs per run (answers cite document ids, keyed by the vault's
-    # random key): what a linear merge with 1:1 replay keeps of the old facts the reference knew varies
-    # from run to run (1/3 in one CI run, 1/2 or more in the others); how much merges keep at scale is
-    # measured by bench/continual.py, not here
+    # 4 old probes: what a linear merge with 1:1 replay keeps of the old facts the reference knew varies
+    # with the training text (1/3 to 1/2 and more); how much merges keep at scale is measured by
+    # bench/continual.py, not here
     assert r["old_accuracy"]["reference"] >= 0.5 and r["retention"] is not None and r["retention"] > 0.3
     assert changed_documents(vault, cand.id) == []
 

@@ -1,4 +1,4 @@
-from appliance.reflect.facts import entities, facts_from_text, find_spans
+from appliance.reflect.facts import atomic_facts, entities, facts_from_text, find_spans, statements
 from appliance.reflect.families import DocInfo, supersessions
 from appliance.reflect.validate import answer_supported, answer_type_problem, clean_question, question_problem
 
@@ -9,6 +9,13 @@ def test_spans_by_kind() -> None:
     assert ("VX-31", "code") in spans
     assert ("3 April 2025", "date") in spans
     assert ("52 EUR", "quantity") in spans
+
+
+def test_spans_drop_a_sentence_start_and_keep_day_months_and_percentages() -> None:
+    spans = {(s.text, s.kind) for s in find_spans("Contact the People Team by 31 March: 96% enrolled.", limit=6)}
+    assert ("People Team", "name") in spans and ("31 March", "date") in spans and ("96%", "quantity") in spans
+    assert not any(t.startswith("Contact") for t, _ in spans)
+    assert ("Heron 2", "name") in {(s.text, s.kind) for s in find_spans("It runs in meeting room Heron 2 every week.")}
 
 
 def test_facts_keep_context_tables_and_front_matter() -> None:
@@ -35,10 +42,50 @@ are refused by Finance Ops."""
     assert "owner: People Team" in by_text
     per_diem = by_text["Per diem: 52 EUR per day"]
     assert per_diem.context == "Travel policy 2025 — Allowances"
-    assert [s.text for s in per_diem.spans][0] == "52 EUR per day"
+    assert per_diem.kv[0][1:3] == ("Per diem", "52 EUR per day")
     assert "Book through the travel desk run by Fenna Dujardin." in by_text
-    assert "Late claims are refused by Finance Ops." in by_text  # a wrapped line is re-joined
+    assert "The claim window is 30 days. Late claims are refused by Finance Ops." in by_text  # a wrapped line is re-joined
     assert "Fenna Dujardin" in entities(facts)
+
+
+def test_table_rows_give_attributes_of_their_key_and_unique_values_read_backwards() -> None:
+    text = """| System | Owning team | Hosted at |
+|---|---|---|
+| Frostline | Cold Chain Engineering | Cloud |
+| Routewise | Fleet Dispatch | Cloud |"""
+    facts = [f for st in statements(text, "Systems inventory") for f in atomic_facts(st, "doc-1")]
+    got = {(f.subject, f.attribute, f.value, f.reverse) for f in facts}
+    assert ("Frostline", "Owning team", "Cold Chain Engineering", False) in got
+    assert ("Cold Chain Engineering", "Owning team", "Frostline", True) in got  # entity surfacing
+    assert ("Frostline", "Hosted at", "Cloud", False) in got
+    assert not any(f.reverse and f.value == "Frostline" and f.subject == "Cloud" for f in facts)  # "Cloud" is not unique
+    assert all(f.subject_type == "System" for f in facts)
+
+
+def test_key_value_lines_under_an_entity_heading_belong_to_it_and_remarks_are_split_off() -> None:
+    text = """# Our sites
+
+## Kestrel Yard
+- Site manager: Solveig Hartmannsdottir
+- Opening hours: 05:00 to 22:00
+
+## Rules
+New escalation manager: Linnea Achterberg (Tobiah Reinholt has moved to the Routewise project).
+DECISION: TERN will be migrated to Dunmore Data Centres on 18 October 2025."""
+    facts = [f for st in statements(text, "Our sites") for f in atomic_facts(st, "doc-1")]
+    manager = next(f for f in facts if f.attribute == "Site manager" and not f.reverse)
+    assert (manager.subject, manager.value, manager.subject_is_title) == ("Kestrel Yard", "Solveig Hartmannsdottir", False)
+    escalation = next(f for f in facts if f.attribute == "New escalation manager")
+    assert escalation.value == "Linnea Achterberg" and escalation.subject_is_title  # a section heading is not a subject
+    assert any(f.form == "span" and f.value == "Tobiah Reinholt" for f in facts)
+    assert any(f.form == "span" and f.value == "Dunmore Data Centres" for f in facts)  # a shouted label starts a sentence
+
+
+def test_pdf_style_plain_headings_and_faq_questions_become_context() -> None:
+    text = "Maintenance\nAll trailers are serviced by Harrowgate Axle & Reefer Ltd.\n\nWhere is the printer?\nThe printer is PRN-HER-02."
+    sts = statements(text, "Fleet register")
+    assert [(s.heading, s.text) for s in sts] == [("Maintenance", "All trailers are serviced by Harrowgate Axle & Reefer Ltd."),
+                                                  ("Where is the printer?", "The printer is PRN-HER-02.")]
 
 
 def test_supersession_by_year_version_and_statement() -> None:
@@ -64,6 +111,8 @@ def test_question_validation() -> None:
     assert question_problem("Per diem rules", "52 EUR", fact) == "not a question"
     assert question_problem("Who won the football cup?", "52 EUR", fact) == "not grounded in source"
     assert question_problem("What is the per diem?", "52 EUR", fact, original="What is the per diem?") == "paraphrase identical"
+    assert question_problem("Travel policy: what is the per diem?", "52 EUR", fact) == "not a question"
+    assert question_problem("Travel policy: what is the per diem?", "52 EUR", fact, template=True) is None
     assert answer_type_problem("Which team owns the page?", "number") == "answer type mismatch"
     assert answer_type_problem("How many staff are there?", "name") == "answer type mismatch"
     assert answer_type_problem("What is the per diem?", "quantity") is None

@@ -42,19 +42,34 @@ def test_pairs_cover_every_document_and_are_supported(reflected: Vault) -> None:
     per_doc = {d: [p for p in pairs if d in p.doc_ids] for d in docs}
     assert all(len(v) >= 5 for v in per_doc.values()), {docs[d].title: len(v) for d, v in per_doc.items()}
     kinds = {p.kind for p in pairs}
-    assert {"fact", "entity", "current"} <= kinds
+    assert {"fact", "reverse", "current", "composed", "unknown"} <= kinds
     for p in pairs:
         assert p.question.endswith("?") and p.doc_ids and set(p.doc_ids) <= set(docs)
-        assert answer_supported(p.answer_span, p.source) or p.kind == "entity"
+        assert p.kind == "unknown" or answer_supported(p.answer_span, p.source)  # the value is in its source
+        assert p.fact_id and p.split in ("train", "probe")
     assert len({dedup_key(p.question) for p in pairs}) == len(pairs)
-    # the "in force now" pairs come from the 2025 policy and name the supersession
-    current = [p for p in pairs if p.kind == "current"]
+    # several training wordings per fact; probes held out, never a trained question
+    train = [p for p in pairs if p.split == "train"]
+    per_fact: dict[str, int] = {}
+    for p in train:
+        per_fact[p.fact_id] = per_fact.get(p.fact_id, 0) + 1
+    assert sum(per_fact.values()) / len(per_fact) >= 3
+    probes = [p for p in pairs if p.split == "probe"]
+    assert probes and not {dedup_key(p.question) for p in probes} & {dedup_key(p.question) for p in train}
+    # the value in force: the 2025 policy's changed values say what they replaced; the 2024 policy is
+    # only ever asked about as itself
     new_id = next(d for d, doc in docs.items() if doc.title.endswith("2025"))
-    assert all(p.doc_ids[0] == new_id and "in force now" in p.answer for p in current)
     old_id = next(d for d, doc in docs.items() if "2024" in doc.title)
-    assert all("No longer in force" in p.answer for p in pairs if p.doc_ids == [old_id] and p.kind == "fact")
+    per_diem = [p for p in pairs if p.kind == "current" and "52 EUR" in p.answer]
+    assert per_diem and all(p.doc_ids[0] == new_id and "replaced 45 EUR" in p.answer for p in per_diem)
+    assert any(p.question.endswith("now?") for p in per_diem)
+    assert all("2024" in p.question for p in pairs if p.doc_ids == [old_id])
+    # composed: the lead of the team that owns a system, without naming the team
+    composed = [p for p in pairs if p.kind == "composed" and p.answer_span == "Marek Tollefsrud"]
+    assert composed and all("Routewise" in p.question and "Fleet Dispatch" not in p.question for p in composed)
     st = stats(reflected)
-    assert st.pairs == len(pairs) and 0 < st.rejection_rate < 1 and st.completion_tokens > 0
+    assert st.pairs >= len(pairs) and 0 < st.rejection_rate < 1 and st.completion_tokens > 0
+    assert st.facts > 0 and st.coverage >= 0.9
 
 
 @pytest.mark.slow
@@ -71,7 +86,7 @@ def test_rerun_generates_nothing_and_forget_drops_reflections(reflected: Vault) 
 @pytest.mark.slow
 def test_sigkill_during_reflect_then_rerun_completes_without_duplicates(tmp_path: Path, cli_env: dict[str, str]) -> None:
     settings = Settings(home=Path(cli_env["MEMO_HOME"]), kdf=FAST_KDF)
-    vault = Vault.init(settings, Secret(passphrase=PASSPHRASE))
+    vault = Vault.init(settings, Secret(passphrase=PASSPHRASE), cli_env["MEMO_USER"])
     ingest(vault, DOCS[2:])
     planned = {u.unit_id for u in plan_units(vault, open_model(vault).identity, settings.reflect)}
     rng = random.Random(3)

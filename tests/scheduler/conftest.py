@@ -45,8 +45,7 @@ def sched_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]
     home, inbox, pol = tmp_path / "home", tmp_path / "inbox", tmp_path / "policies"
     settings = Settings(home=home, kdf=FAST_KDF)
     vault = Vault.init(settings, Secret(passphrase=PASSPHRASE), actor="root")
-    monkeypatch.setenv("MEMO_POLICIES", str(pol))
-    monkeypatch.setenv("MEMO_ACTOR", "root")
+    monkeypatch.setenv("MEMO_POLICIES", str(pol))  # the installed folder of a vault nothing pinned yet (made in-process)
     inbox.mkdir()
     return {"vault": vault, "home": home, "inbox": inbox, "policies": pol, "settings": settings}
 
@@ -68,10 +67,24 @@ def add_tiny_model(home: Path, tiny_gguf: Path) -> None:
     shutil.copy(tiny_gguf, home / "models" / "tiny.gguf")
 
 
+def daemon_key(home: Path) -> Path:
+    """The daemon's service-account key file: its own slot (memo-daemon), added by root the first time."""
+    key = home.parent / f"{home.name}-memo-daemon.key"
+    if not key.exists():
+        from appliance.vault.keys import generate_key_file
+
+        generate_key_file(key)
+        root = Vault.open(Settings(home=home, kdf=FAST_KDF), Secret(passphrase=PASSPHRASE, principal="root"))
+        root.add_person("memo-daemon", Secret(key_file=key))
+    return key
+
+
 def daemon_env(home: Path, policies: Path) -> dict[str, str]:
+    """The daemon as systemd runs it: unlocked by the service account's key file (so it acts as
+    memo-daemon), the policies pinned from ``policies`` by its first open."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEMO_")}
-    env.update(MEMO_HOME=str(home), MEMO_PASSPHRASE=PASSPHRASE, MEMO_POLICIES=str(policies), MEMO_ACTOR="memo-daemon",
-               PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env.update(MEMO_HOME=str(home), MEMO_KEY_FILE=str(daemon_key(home)), MEMO_POLICIES=str(policies),
+               MEMO_WITNESS=str(home.parent / f"{home.name}-witness"), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     return env
 
 

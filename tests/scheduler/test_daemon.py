@@ -27,12 +27,14 @@ from tests.scheduler.conftest import add_tiny_model, start_daemon, stop, wait_fo
 TINY_TRAINING = "{epochs: 4, batch_size: 4, max_length: 128, rank: 4, checkpoint_every: 4}"
 
 
-def _unit(doc: str, facts: list[tuple[str, str]], tag: str) -> ReflectionUnit:
+def _unit(doc: str, facts: list[tuple[str, str]], tag: str, probes: bool = True) -> ReflectionUnit:
+    """``probes``: a held-out paraphrase per fact (training then stops when they stop improving)."""
     pairs = []
     for i, (q, a) in enumerate(facts):
         pairs.append(QAPair(id=f"{tag}{i}", kind="fact", question=q, answer=f"{a}. The answer is {a}.", answer_span=a, doc_ids=[doc]))
-        pairs.append(QAPair(id=f"{tag}{i}p", kind="paraphrase", question="Tell me: " + q, answer=f"{a}.", answer_span=a,
-                            doc_ids=[doc]))
+        if probes:
+            pairs.append(QAPair(id=f"{tag}{i}p", kind="paraphrase", question="Tell me: " + q, answer=f"{a}.", answer_span=a,
+                                doc_ids=[doc]))
     return ReflectionUnit(unit_id=f"u-{tag}", unit_kind="chunk", doc_ids=[doc], chunk_oids=[], generator="test",
                           prompt_version="t", created_at=datetime.now(timezone.utc).isoformat(), pairs=pairs)
 
@@ -133,7 +135,8 @@ def _kill_trial(tmp_path: Path, tiny_gguf: Path, trial: int, kill_at: int) -> bo
     home, inbox = tmp_path / f"home{trial}", tmp_path / f"inbox{trial}"
     vault = _vault(home, tiny_gguf)
     facts = [(f"What is the code of item {i} in batch {trial}?", f"K{trial}{i:02d}") for i in range(12)]
-    save_unit(vault, _unit("doc-0000000batch", facts, f"t{trial}"))
+    # no held-out probes: the tiny model would plateau at once and stop early; every epoch must run
+    save_unit(vault, _unit("doc-0000000batch", facts, f"t{trial}", probes=False))
     policies = write_policies(tmp_path / f"pol{trial}", inbox, "    - {name: retrain, task: retrain, every: 1s}\n",
                               "{epochs: %d, batch_size: 2, max_length: 128, rank: 4, checkpoint_every: 3, base_model: tiny}" % KILL_EPOCHS)
     total = KILL_EPOCHS * 6

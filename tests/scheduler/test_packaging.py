@@ -32,7 +32,9 @@ def test_unit_is_hardened() -> None:
               "ExecStart": "/opt/memo/.venv/bin/memo daemon", "ExecStartPre": "/opt/memo/.venv/bin/memo policy check"}
     for key, value in expect.items():
         assert s.get(key) == [value], key
-    assert s["ReadWritePaths"] == ["/var/lib/memo /var/lib/memo-inbox"]
+    assert s["ReadWritePaths"] == ["/var/lib/memo /var/lib/memo-inbox /var/lib/memo-witness"]
+    assert "MEMO_WITNESS=/var/lib/memo-witness" in s["Environment"]  # outside MEMO_HOME, only the service user writes it
+    assert s["StateDirectory"] == ["memo memo-witness"] and s["StateDirectoryMode"] == ["0700"]
     assert "MEMO_KEY_FILE=%d/vault.key" in s["Environment"] and s["LoadCredential"] == ["vault.key:/etc/memo/credentials/vault.key"]
     assert "MemoryDenyWriteExecute" not in s  # incompatible with torch/CUDA JIT and ctypes callbacks (documented)
     gpu = _settings(UNIT.parent / "memo-daemon.service.d" / "gpu.conf.example")

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from appliance.app.jobs import Runner
 from appliance.errors import MemoError
-from appliance.scheduler.daemon import Daemon, Runner
+from appliance.scheduler.daemon import Daemon
 from appliance.scheduler.lock import TrainingBusy, TrainingLock
 from appliance.scheduler.runs import RunStore
+from tests.conftest import passphrase_of, session_as
 from tests.scheduler.conftest import write_policies
 
 INGEST = "    - {name: ingest, task: ingest, every: 2s}\n"
@@ -31,7 +33,7 @@ def actions(vault) -> list[str]:  # noqa: ANN001
 def test_inbox_is_ingested_deleted_and_audited(sched_env) -> None:  # noqa: ANN001
     vault, inbox = sched_env["vault"], sched_env["inbox"]
     write_policies(sched_env["policies"], inbox, INGEST)
-    runner = Runner(vault, actor="memo-daemon")
+    runner = Runner(session_as(vault, "memo-daemon", "daemon"))
     assert runner.run("ingest")["status"] == "idle"  # nothing there: recorded, not audited
     assert "job.start" not in actions(vault)
     (inbox / "sub").mkdir()
@@ -59,10 +61,10 @@ def test_move_after_ingest_and_settle(sched_env) -> None:  # noqa: ANN001
     text = (pol / "schedules.yaml").read_text().replace("settle: 0", "settle: 1h").replace("  generator", "  after_ingest: move\n  generator")
     (pol / "schedules.yaml").write_text(text)
     (inbox / "a.md").write_text("# A\n\nAlpha.\n")
-    assert Runner(vault, actor="memo-daemon").run("ingest")["status"] == "idle"  # still being copied
+    assert Runner(session_as(vault, "memo-daemon", "daemon")).run("ingest")["status"] == "idle"  # still being copied
     old = time.time() - 7200
     os.utime(inbox / "a.md", (old, old))
-    assert Runner(vault, actor="memo-daemon").run("ingest")["status"] == "succeeded"
+    assert Runner(session_as(vault, "memo-daemon", "daemon")).run("ingest")["status"] == "succeeded"
     assert (inbox / "ingested" / "a.md").exists() and not (inbox / "a.md").exists()
 
 
@@ -70,15 +72,15 @@ def test_roles_are_enforced_for_jobs(sched_env) -> None:  # noqa: ANN001
     vault, inbox = sched_env["vault"], sched_env["inbox"]
     write_policies(sched_env["policies"], inbox, INGEST)
     with pytest.raises(MemoError, match="'rita' may not operate"):
-        Runner(vault, actor="rita").run("ingest", "manual")
+        Runner(session_as(vault, "rita", "daemon")).run("ingest", "manual")
     with pytest.raises(MemoError, match="no job named 'nope'"):
-        Runner(vault, actor="root").run("nope", "manual")
+        Runner(session_as(vault, "root", "daemon")).run("nope", "manual")
 
 
 def test_policy_edits_take_effect_without_restart_and_are_audited(sched_env) -> None:  # noqa: ANN001
     vault, inbox, pol = sched_env["vault"], sched_env["inbox"], sched_env["policies"]
     write_policies(pol, inbox, INGEST)
-    runner = Runner(vault, actor="memo-daemon")
+    runner = Runner(session_as(vault, "memo-daemon", "daemon"))
     runner.run("ingest")
     assert actions(vault).count("policy.changed") == 1
     (pol / "schedules.yaml").write_text((pol / "schedules.yaml").read_text().replace("every: 2s", "every: 7s"))
@@ -110,13 +112,13 @@ def test_training_lock_excludes_other_processes(sched_env) -> None:  # noqa: ANN
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(TrainingBusy, match=f"other shell, pid {holder.pid}"):
             TrainingLock(home / "scheduler").acquire("me")
-        result = Runner(vault, actor="memo-daemon").run("update")
+        result = Runner(session_as(vault, "memo-daemon", "daemon")).run("update")
         assert result["status"] == "skipped" and "another training is running" in result["reason"]
         assert "job.skipped" in actions(vault)
     finally:
         holder.kill()
         holder.wait()
-    assert Runner(vault, actor="memo-daemon").run("update")["status"] == "idle"  # the kernel dropped the dead holder's lock
+    assert Runner(session_as(vault, "memo-daemon", "daemon")).run("update")["status"] == "idle"  # the kernel dropped the dead holder's lock
     lock = TrainingLock(home / "scheduler")
     lock.acquire("a")
     with pytest.raises(TrainingBusy):  # a second thread or descriptor of the same process waits its turn too
@@ -145,7 +147,7 @@ def test_job_store_persists_schedule_pauses_and_resumes_interrupted(sched_env) -
     write_policies(sched_env["policies"], inbox, ALL)
 
     def daemon() -> Daemon:
-        d = Daemon(vault, log=lambda _m: None)
+        d = Daemon(session_as(vault, "memo-daemon", "daemon"), log=lambda _m: None)
         d.scheduler = d._build()
         d.scheduler.start(paused=True)
         d.sync(force=True)
@@ -251,11 +253,13 @@ def test_stale_reflections_are_deleted_after_their_time(sched_env, tmp_path: Pat
 def test_cli_jobs_list_run_pause_history(sched_env, cli_env: dict[str, str]) -> None:  # noqa: ANN001
     inbox, home = sched_env["inbox"], sched_env["home"]
     write_policies(sched_env["policies"], inbox, ALL)
-    env = {**cli_env, "MEMO_HOME": str(home), "MEMO_POLICIES": str(sched_env["policies"]), "MEMO_ACTOR": "root"}
+    session_as(sched_env["vault"], "rita")  # rita (a reader) gets her own slot
+    env = {**cli_env, "MEMO_HOME": str(home), "MEMO_POLICIES": str(sched_env["policies"])}  # pinned by the first open
+    secrets = {"root": cli_env["MEMO_PASSPHRASE"], "rita": passphrase_of("rita")}
 
     def memo(*args: str, actor: str = "root") -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "appliance.cli", *args], env={**env, "MEMO_ACTOR": actor},
-                              capture_output=True, text=True)
+        return subprocess.run([sys.executable, "-m", "appliance.cli", *args],
+                              env={**env, "MEMO_USER": actor, "MEMO_PASSPHRASE": secrets[actor]}, capture_output=True, text=True)
 
     (inbox / "a.md").write_text("# A\n\nAlpha.\n")
     run = memo("jobs", "run", "ingest")
@@ -278,7 +282,7 @@ def test_missed_runs_follow_coalesce_and_misfire_grace(sched_env) -> None:  # no
     write_policies(sched_env["policies"], inbox,
                    "    - {name: ingest, task: ingest, every: 1h, coalesce: true, misfire_grace: null}\n"
                    "    - {name: late, task: ingest, every: 1h, misfire_grace: 5s}\n")
-    d = Daemon(vault, log=lambda _m: None)
+    d = Daemon(session_as(vault, "memo-daemon", "daemon"), log=lambda _m: None)
     d.scheduler = d._build()
     d.scheduler.start(paused=True)
     d.sync(force=True)
@@ -286,7 +290,7 @@ def test_missed_runs_follow_coalesce_and_misfire_grace(sched_env) -> None:  # no
     for name in ("ingest", "late"):  # the appliance was off for three hours: three slots of each missed
         d.scheduler.modify_job(name, next_run_time=three_hours_ago)
     d.scheduler.shutdown(wait=False)
-    d = Daemon(vault, log=lambda _m: None)
+    d = Daemon(session_as(vault, "memo-daemon", "daemon"), log=lambda _m: None)
     d.scheduler = d._build()
     dmod._DAEMON = d
     try:
@@ -308,7 +312,7 @@ def test_missed_runs_follow_coalesce_and_misfire_grace(sched_env) -> None:  # no
 def test_one_daemon_per_home(sched_env) -> None:  # noqa: ANN001
     vault = sched_env["vault"]
     (sched_env["home"] / "scheduler").mkdir(exist_ok=True)
-    first = Daemon(vault, log=lambda _m: None)
+    first = Daemon(session_as(vault, "memo-daemon", "daemon"), log=lambda _m: None)
     first._claim()
     with pytest.raises(MemoError, match=f"a memo daemon already runs for .* \\(pid {os.getpid()}\\)"):
-        Daemon(vault, log=lambda _m: None)._claim()
+        Daemon(session_as(vault, "memo-daemon", "daemon"), log=lambda _m: None)._claim()

@@ -1,6 +1,8 @@
-"""What each scheduled task does. Every task returns a summary dict; ``did`` says whether it
-changed anything. A task calls ``ctx.begin(**details)`` once it knows it has work, which audits
-``job.start`` (idle runs are recorded in the run table but not audited)."""
+"""What each scheduled job does, in use cases of the application layer run as the job's session
+(the daemon's principal, or the person who ran the job): so a job may do exactly what that
+principal may. Every task returns a summary dict; ``did`` says whether it changed anything. A task
+calls ``ctx.begin(**details)`` once it knows it has work, which audits ``job.start`` (idle runs are
+recorded in the run table but not audited)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from appliance.app.session import Session
 from appliance.config import TrainParams
 from appliance.errors import MemoError
 from appliance.policy import Policy, Schedules
@@ -22,11 +25,18 @@ REFLECTED_FILE = "scheduler/reflected.json"  # doc id -> version the reflect job
 
 @dataclass
 class TaskContext:
-    vault: Vault
+    session: Session
     policy: Policy
-    actor: str
     begin: Callable[..., None]
     progress: Callable[[str], None] = field(default=lambda _t: None)
+
+    @property
+    def vault(self) -> Vault:
+        return self.session.vault
+
+    @property
+    def actor(self) -> str:
+        return self.session.principal
 
     @property
     def schedules(self) -> Schedules:
@@ -35,7 +45,7 @@ class TaskContext:
 
 
 def train_params(ctx: TaskContext) -> TrainParams:
-    over = {k: v for k, v in ctx.schedules.training.model_dump().items() if v is not None and k != "base_model"}
+    over = {k: v for k, v in ctx.schedules.training.model_dump().items() if v is not None and k not in ("base_model", "processes")}
     return replace(ctx.vault.settings.train, **over)
 
 
@@ -60,51 +70,75 @@ def inbox_path(ctx: TaskContext) -> Path:
 
 
 def inbox_files(inbox: Path, settle: int) -> list[Path]:
-    """Regular files of the inbox not yet handled, unchanged for ``settle`` seconds (copies finished)."""
+    """Entries of the inbox not yet handled, unchanged for ``settle`` seconds (copies finished).
+
+    Not only regular files: a symlink, FIFO, socket or device dropped in is listed too, so that
+    ingest refuses it and it goes to ``rejected/`` instead of sitting in the inbox for ever.
+    Links to folders are never followed.
+    """
     out = []
     cutoff = time.time() - settle
-    for p in sorted(inbox.rglob("*")):
-        rel = p.relative_to(inbox).parts
-        if rel[0] in ("ingested", "rejected") or any(part.startswith(".") for part in rel):
-            continue
-        if p.is_file() and not p.is_symlink() and p.stat().st_mtime <= cutoff:
-            out.append(p)
-    return out
+    for dirpath, dirnames, filenames in os.walk(inbox, followlinks=False):
+        here = Path(dirpath)
+        handled = ("ingested", "rejected") if here == inbox else ()
+        linked = [d for d in dirnames if (here / d).is_symlink()]
+        dirnames[:] = sorted(d for d in dirnames if d not in linked and not d.startswith(".") and d not in handled)
+        for name in sorted(filenames + linked):
+            p = here / name
+            if name.startswith(".") or name in handled:
+                continue
+            try:
+                if p.lstat().st_mtime <= cutoff:
+                    out.append(p)
+            except FileNotFoundError:
+                continue  # taken by another process meanwhile
+    return sorted(out)
 
 
 def _move(path: Path, inbox: Path, folder: str) -> None:
     dest = inbox / folder / path.relative_to(inbox)
     dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if dest.exists():
-        dest = dest.with_name(f"{dest.stem}.{int(time.time())}{dest.suffix}")
+    if os.path.lexists(dest):
+        dest = dest.with_name(f"{dest.stem}.{time.time_ns()}{dest.suffix}")
     os.replace(path, dest)
 
 
-def ingest_inbox(ctx: TaskContext) -> dict[str, Any]:
-    from appliance.corpus.ingest import ingest
+def _settle(outcomes: list[Any], inbox: Path, after: str, tally: dict[str, Any]) -> None:
+    """Take each file the run has settled out of the inbox: refused ones to ``rejected/`` for a
+    person to look at, the rest (now in the vault) deleted or moved to ``ingested/``."""
+    for o in outcomes:
+        path = o.file
+        if path is None or not os.path.lexists(path):
+            continue
+        try:
+            if o.status == "skipped":
+                _move(path, inbox, "rejected")
+                tally["rejected"] += 1
+            elif after == "delete":
+                path.unlink()
+            else:
+                _move(path, inbox, "ingested")
+        except OSError as exc:  # left for the next run; the others go on
+            tally["left"].append(f"{o.path}: {exc.strerror}")
 
-    ctx.policy.require(ctx.actor, "ingest")
+
+def ingest_inbox(ctx: TaskContext) -> dict[str, Any]:
+    from appliance.app.corpus import ingest
+
+    ctx.session.require("ingest")
     inbox = inbox_path(ctx)
     inbox.mkdir(parents=True, exist_ok=True, mode=0o700)
     files = inbox_files(inbox, ctx.schedules.settle)
     if not files:
         return {"did": False}
     ctx.begin(files=len(files), inbox=str(inbox))
-    files = [p for p in files if p.exists()]  # another process may have taken one meanwhile
-    report = ingest(ctx.vault, files, actor=ctx.actor)
-    rejected = 0
-    for o in report.outcomes:
-        path = Path(o.path)
-        if not path.exists():
-            continue
-        if o.status == "skipped":
-            _move(path, inbox, "rejected")  # unreadable or unsupported: out of the way, for a person to look at
-            rejected += 1
-        elif ctx.schedules.after_ingest == "delete":
-            path.unlink()
-        else:
-            _move(path, inbox, "ingested")
-    return {"did": True, **report.summary(), "rejected_to_folder": rejected}
+    tally: dict[str, Any] = {"rejected": 0, "left": []}
+    report = ingest(ctx.session, files, confine=inbox,
+                    on_commit=lambda done: _settle(done, inbox, ctx.schedules.after_ingest, tally))
+    summary: dict[str, Any] = {"did": True, **report.summary(), "rejected_to_folder": tally["rejected"]}
+    if tally["left"]:
+        summary["not_moved"] = tally["left"][:20]
+    return summary
 
 
 # ------------------------------------------------------------------------------ reflect
@@ -139,15 +173,14 @@ def _mark_reflected(vault: Vault, docs: dict[str, int]) -> None:
 
 
 def reflect_new(ctx: TaskContext) -> dict[str, Any]:
-    from appliance.llm.connect import open_model
-    from appliance.reflect.generate import reflect
+    from appliance.app.memory import reflect
 
+    ctx.session.require("reflect")
     docs = documents_needing_reflection(ctx.vault)
     if not docs:
         return {"did": False}
     ctx.begin(documents=sorted(docs), generator=ctx.schedules.generator)
-    generator = open_model(ctx.vault, ctx.schedules.generator, "generator")
-    report = reflect(ctx.vault, generator, actor=ctx.actor, doc_ids=set(docs),
+    report = reflect(ctx.session, ctx.schedules.generator, doc_ids=set(docs),
                      progress=lambda _u, i, n: ctx.progress(f"unit {i}/{n}"))
     _mark_reflected(ctx.vault, docs)
     return {"did": True, "documents": sorted(docs), **report.to_dict()}
@@ -169,10 +202,13 @@ def _with_pairs(vault: Vault, docs: list[str]) -> tuple[list[str], list[str]]:
 
 def update(ctx: TaskContext) -> dict[str, Any]:
     """New documents → update adapter from the serving memory → merged candidate in the approval queue."""
+    from appliance.app.memory import evaluate_candidate
+    from appliance.app.memory import update as run_update
     from appliance.memory.train import device
-    from appliance.memory.update import changed_documents, evaluate_candidate, run_update
+    from appliance.memory.update import changed_documents
     from appliance.memory.versions import promoted
 
+    ctx.session.require("update")
     vault = ctx.vault
     current = promoted(vault)
     if current is None:
@@ -182,7 +218,7 @@ def update(ctx: TaskContext) -> dict[str, Any]:
     for cand in waiting:  # a run killed between building and evaluating a candidate: finish it
         if "candidate_eval" not in cand.metrics and cand.lineage.get("update_of") == current.id:
             ctx.begin(resume="evaluate", candidate=cand.id)
-            evaluate_candidate(vault, cand.id, current.id, actor=ctx.actor, progress=ctx.progress)
+            evaluate_candidate(ctx.session, cand.id, current.id, progress=ctx.progress)
             resumed.append(cand.id)
     covered = {d for v in waiting for d in v.lineage.get("update_documents", v.lineage.get("documents_considered", []))}
     changed = [d for d in changed_documents(vault, current.id) if d not in covered]
@@ -198,54 +234,42 @@ def update(ctx: TaskContext) -> dict[str, Any]:
     if method != "retrain" and any(v.method == "full" for v in chain(vault, current.id)):
         method = "retrain"  # a full fine-tune has no task vector to merge into or train from: retrain instead
     ctx.begin(documents=docs, method=method, serving=current.id, device=device())
-    result = run_update(vault, method, doc_ids=set(docs), params=train_params(ctx), generator=None, actor=ctx.actor,
+    result = run_update(ctx.session, method, doc_ids=set(docs), params=train_params(ctx), generator=None,
                         progress=_train_progress(ctx), message=ctx.progress)
     return {"did": True, **result.to_dict(), "no_reflections": without}
 
 
 def retrain(ctx: TaskContext) -> dict[str, Any]:
     """A full retrain from the base on every reflection → a candidate (also the very first memory)."""
-    from appliance.llm.registry import DEFAULT_MODEL
-    from appliance.memory.train import device, split_probes, train_memory
-    from appliance.memory.update import changed_documents, document_versions, evaluate_candidate, version_documents
-    from appliance.memory.versions import promoted, set_status
+    from appliance.app.memory import retrain as run_retrain
+    from appliance.approvals.records import pending
+    from appliance.memory.train import device, split_probes
+    from appliance.memory.update import changed_documents
+    from appliance.memory.versions import promoted
     from appliance.reflect.store import load_pairs
 
+    ctx.session.require("update")
     vault = ctx.vault
     current = promoted(vault)
-    from appliance.approvals.records import pending
-
     if any(v.lineage.get("scheduled") == "retrain" for v in pending(vault)):
         return {"did": False, "reason": "a retrained candidate is waiting for approval"}
     if current is not None and current.parent is None and not changed_documents(vault, current.id):
         return {"did": False, "reason": f"{current.id} is already a full training of the current documents"}
-    pairs = load_pairs(vault)
-    train_pairs, probes = split_probes(pairs)
-    if not train_pairs:
+    pairs, _ = split_probes(load_pairs(vault))
+    if not pairs:
         return {"did": False, "reason": "no reflections yet"}
-    base = current.base_model if current else (ctx.schedules.training.base_model or DEFAULT_MODEL)
-    docs = sorted({d for p in pairs for d in p.doc_ids})
-    ctx.begin(pairs=len(train_pairs), base=base, replaces=current.id if current else None, device=device())
-    lineage: dict[str, Any] = {"scheduled": "retrain", "held_out_probes": len(probes), "documents_considered": docs,
-                               "document_versions": document_versions(vault, docs)}
-    if current is not None:
-        lineage["replaces"] = current.id
-    version = train_memory(vault, train_pairs, train_params(ctx), base_model=base, actor=ctx.actor,
-                           progress=_train_progress(ctx), lineage_extra=lineage)
-    set_status(vault, version.id, "candidate")
-    vault.audit.append(ctx.actor, "memory.candidate", version.id, update_of=current.id if current else None, method="retrain",
-                       documents=docs, task_vector=None)
-    report: dict[str, Any] = {}
-    if current is not None:
-        new_docs = set(docs) - version_documents(vault, current.id)
-        report = evaluate_candidate(vault, version.id, current.id, new_docs, actor=ctx.actor, progress=ctx.progress)
-    return {"did": True, "candidate": version.id, "pairs": len(train_pairs), "replaces": current.id if current else None,
-            "retention": report.get("retention")}
+    ctx.begin(pairs=len(pairs), replaces=current.id if current else None, device=device())
+    result = run_retrain(ctx.session, train_params(ctx), ctx.schedules.training.base_model, progress=_train_progress(ctx),
+                         processes=ctx.schedules.training.processes,
+                         message=ctx.progress, scheduled=True)
+    return {"did": True, "candidate": result.candidate.id, "pairs": result.pairs, "replaces": current.id if current else None,
+            "retention": result.report.get("retention")}
 
 
 def retention(ctx: TaskContext) -> dict[str, Any]:
     from appliance.scheduler.retention import apply_retention
 
+    ctx.session.require("jobs.run")
     return apply_retention(ctx.vault, ctx.policy.retention, ctx.actor, begin=ctx.begin)
 
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from appliance.errors import IntegrityError
-from appliance.vault import envelope
+from appliance.crypto import envelope
 
 KEY = os.urandom(32)
 

@@ -1,0 +1,30 @@
+"""The citation check: a memory answer's value must be stated in a document it cites."""
+
+from pathlib import Path
+
+from appliance.corpus.documents import forget_document, list_documents
+from appliance.corpus.ingest import ingest
+from appliance.executive.grounding import SourceCheck, core_value
+from appliance.vault.store import Vault
+
+
+def test_core_value_drops_the_memorys_remarks() -> None:
+    assert core_value("52 EUR per full travel day (in force; replaced 45 EUR per full travel day)") == "52 EUR per full travel day"
+    assert core_value("Marek Tollefsrud (Fleet Dispatch)") == "Marek Tollefsrud"
+    assert core_value("Finance Ops (Cosima Varga-Lind) (Platform Services)") == "Finance Ops"
+    assert core_value("27 days. Leave policy: Full-time employees receive 27 days.") == "27 days"  # the earlier layout
+
+
+def test_values_are_looked_up_in_the_cited_documents_only(vault: Vault, tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("# Travel\nThe per diem is 52 EUR per full travel day.\n")
+    (tmp_path / "b.md").write_text("# Sites\nKestrel Yard opens at 05:00.\n")
+    ingest(vault, [tmp_path / "a.md", tmp_path / "b.md"])
+    ids = {d.title: d.id for d in list_documents(vault)}
+    check = SourceCheck(vault)
+    assert check("52 EUR per full travel day (in force; replaced 45 EUR)", [ids["Travel"]])
+    assert check("52 eur per full travel day", [ids["Sites"], ids["Travel"]])  # normalised, any cited document
+    assert not check("52 EUR per full travel day", [ids["Sites"]])  # the value is real, the citation is not
+    assert not check("90 EUR per night", [ids["Travel"]])  # made up
+    assert not check("52 EUR", [])  # nothing cited, nothing verified
+    forget_document(vault, ids["Travel"])
+    assert not SourceCheck(vault)("52 EUR per full travel day", [ids["Travel"]])  # a forgotten document states nothing

@@ -1,0 +1,76 @@
+"""Template wordings: generic, from a fact's own structure (no model involved)."""
+
+from appliance.reflect.facts import atomic_facts, statements
+from appliance.reflect.wordings import cloze, composed_questions, kv_questions, looks_like_person, now_questions, span_questions
+
+
+def facts(text: str, title: str = "Doc"):  # noqa: ANN201
+    return [f for st in statements(text, title) for f in atomic_facts(st, "doc-1")]
+
+
+def test_attribute_of_an_entity_in_several_wordings() -> None:
+    text = "| Team | Lead |\n|---|---|\n| Fleet Dispatch | Marek Tollefsrud |\n| Finance Ops | Cosima Varga-Lind |"
+    lead = next(f for f in facts(text, "Org chart") if f.attribute == "Lead" and not f.reverse)
+    qs = [q for q, _ in kv_questions(lead, plain=True)]
+    assert "What is the lead of Fleet Dispatch?" in qs and "Who is the lead of Fleet Dispatch?" in qs
+    assert "Fleet Dispatch: what is the lead?" in qs and "According to the Org chart, what is the lead of Fleet Dispatch?" in qs
+    assert all("Marek" not in q for q in qs)
+    reverse = next(f for f in facts(text, "Org chart") if f.reverse and f.value == "Fleet Dispatch")
+    rq = [q for q, _ in kv_questions(reverse, plain=True)]
+    assert "Which team has the lead Marek Tollefsrud?" in rq and "What is the team of Marek Tollefsrud?" in rq
+
+
+def test_document_level_attributes_name_the_document_unless_plain() -> None:
+    f = next(f for f in facts("## Allowances\n- Hotel cap: 125 EUR per night", "Travel Policy 2025"))
+    assert f.subject_is_title
+    plain = [q for q, _ in kv_questions(f, plain=True)]
+    assert "What is the hotel cap?" in plain and "What is the hotel cap in the Travel Policy 2025?" in plain
+    assert "What is the hotel cap?" not in [q for q, _ in kv_questions(f, plain=False)]
+    # a superseded document is only asked about as itself
+    old = [q for q, _ in kv_questions(f, plain=True, qualify="Travel Policy (2024)")]
+    assert old and all("2024" in q for q in old)
+    assert [q for q, _ in now_questions(f)] == ["What is the hotel cap now?", "What is the current hotel cap?"]
+
+
+def test_cloze_replaces_the_span_with_a_question_phrase() -> None:
+    got = {f.value: cloze(f) for f in facts(
+        "Full-time employees receive 27 days of annual leave per year.\n\n"
+        "Pre-chill the empty tote in cold room CR-3 for at least 4 hours.\n\n"
+        "Fit a fresh FT-9 tag and start it. The tag reports to Frostline.\n\n"
+        "The travel desk is run by Fenna Dujardin's People Team.")}
+    assert got["27 days"] == "Full-time employees receive how many days of annual leave per year?"
+    assert got["CR-3"] == "Pre-chill the empty tote in which cold room for at least 4 hours?"
+    assert got["Frostline"] == "Fit a fresh FT-9 tag and start it. The tag reports to what?"  # the sentence it leans on comes along
+    assert got["Fenna Dujardin"] == "The travel desk is run by whose People Team?"
+
+
+def test_span_questions_carry_the_documents_context() -> None:
+    f = next(f for f in facts("# Leave\n## Sick leave\nIf you are sick, notify your line manager by 08:00 on day one.", "LEAVE POLICY"))
+    qs = [q for q, _ in span_questions(f, plain=True)]
+    assert qs[0] == "Leave policy — Sick leave: If you are sick, notify your line manager by what time on day one?"
+    assert "If you are sick, notify your line manager by what time on day one?" in qs
+    old = [q for q, _ in span_questions(f, plain=True, qualify="Leave policy (2023)")]
+    assert "According to the Leave policy (2023), if you are sick, notify your line manager by what time on day one?" in old
+    assert all("2023" in q for q in old)
+
+
+def test_composed_questions_describe_the_bridge() -> None:
+    inventory = facts("| System | Owning team |\n|---|---|\n| Routewise | Fleet Dispatch |\n| Frostline | Cold Chain Engineering |")
+    org = facts("| Team | Lead |\n|---|---|\n| Fleet Dispatch | Marek Tollefsrud |\n| Finance Ops | Cosima Varga-Lind |")
+    first = next(f for f in inventory if f.subject == "Routewise")
+    second = next(f for f in org if f.subject == "Fleet Dispatch" and not f.reverse)
+    qs = [q for q, _ in composed_questions(first, second, "Fleet Dispatch")]
+    assert "Who is the lead of the owning team of Routewise?" in qs
+    centres = facts("| Cost centre | Team |\n|---|---|\n| CC-220 | Fleet Dispatch |\n| CC-410 | Cold Chain Engineering |")
+    centre = next(f for f in centres if f.reverse and f.subject == "Fleet Dispatch")
+    assert "What is the cost centre of the owning team of Routewise?" in [q for q, _ in composed_questions(first, centre, "Fleet Dispatch")]
+    sentence = next(f for f in facts("All trailers are serviced by Harrowgate Axle & Reefer Ltd.") if f.value.startswith("Harrowgate"))
+    vendors = facts("| Vendor | Vendor code |\n|---|---|\n| Harrowgate Axle & Reefer Ltd | V-2291 |\n| Polarmark | V-1187 |")
+    code = next(f for f in vendors if f.attribute == "Vendor code" and not f.reverse and f.subject.startswith("Harrowgate"))
+    assert [q for q, _ in composed_questions(sentence, code, sentence.value)] == [
+        "All trailers are serviced by the vendor. What is the vendor code of that vendor?"]
+
+
+def test_people_are_told_from_organisations() -> None:
+    assert looks_like_person("Marek Tollefsrud") and looks_like_person("Cosima Varga-Lind")
+    assert not looks_like_person("Fleet Dispatch") and not looks_like_person("Harrowgate Axle & Reefer Ltd")
