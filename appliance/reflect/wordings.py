@@ -107,6 +107,14 @@ def kv_questions(f: AtomicFact, plain: bool, qualify: str = "") -> list[tuple[st
     a = phrase(f.attribute)
     title = _strip_title(qualify or f.title)
     out: list[tuple[str, str]] = []
+    if _WH_HEADER.match(a):
+        # a header that is itself a question ("What they supply"): asked as it stands, never as "the what
+        # they supply of …"; a bare "Who" / "How" says too little to ask anything by
+        if f.reverse or len(a.split()) < 2:
+            return []
+        about = title if f.subject_is_title else f.subject
+        out = [(f"{about}: {a}?", "wh-header"), (f"{a[0].upper() + a[1:]} — {about}?", "wh-header-dash")]
+        return [(f"In {_the(title)}, {q[0].lower() + q[1:]}", n) for q, n in out] if qualify and not f.subject_is_title else out
     if f.reverse:
         kind = (f.subject_type or "").strip().lower()
         which = f"Which {phrase(kind)}" if kind and len(kind.split()) <= 3 else "What"
@@ -132,6 +140,8 @@ def kv_questions(f: AtomicFact, plain: bool, qualify: str = "") -> list[tuple[st
     out += [(f"What {be} the {a} of {s}?", "of"), (f"{s}: what {be} the {a}?", "colon"), (f"What {be} {s}'s {a}?", "possessive")]
     if wh != "What":
         out.append((f"{wh} {be} the {a} of {s}?", "wh"))
+    if _VERB_LIKE.search(a):  # "Based at", "Hosted at", "Reported by": a participle, asked as one
+        out += [(f"{s} is {a} what?", "verb-what"), (f"{'Who' if wh == 'Who' else 'What'} is {s} {a}?", "verb-wh")]
     if qualify:
         out = [(f"In {_the(title)}, {q[0].lower() + q[1:]}", n) for q, n in out]
     else:
@@ -139,6 +149,8 @@ def kv_questions(f: AtomicFact, plain: bool, qualify: str = "") -> list[tuple[st
     return out
 
 
+_WH_HEADER = re.compile(r"^(what|who|whom|whose|which|when|where|why|how)\b", re.I)
+_VERB_LIKE = re.compile(r"^[a-z]+ed(?: (?:at|by|in|on|to|from|with|for))?$|^[a-z]+ (?:at|by|in|on|to|from|with|for)$")
 _NOT_NOUNS = _PREPOSITIONS | {"the", "a", "an", "and", "or", "is", "are", "was", "were", "be", "been", "called", "named",
                               "as", "than", "not", "no", "every", "each", "any", "all", "new", "old", "our", "your",
                               "their", "its", "his", "her", "this", "that", "these", "those", "via", "uses", "use"}
@@ -231,6 +243,40 @@ def cloze(f: AtomicFact, text: str | None = None) -> str | None:
     return body + "?"
 
 
+_AUX = re.compile(r"\b(must not|must|cannot|can|could|should|shall|will|would|may|might|is|are|was|were|has|have|had)\b")
+_SUBORDINATE = re.compile(r"^(if|when|whenever|because|although|though|after|before|unless|while|once|since|until|as)\b", re.I)
+
+
+def fronted(f: AtomicFact, text: str | None = None) -> str | None:
+    """The cloze with its question phrase moved to the front, as questions are asked: "An empty tote
+    must be pre-chilled for 4 hours" → "How many hours must an empty tote be pre-chilled for?".
+
+    Only for a sentence whose span follows an auxiliary (must, can, is, will, …) of its main clause,
+    which is then inverted with the subject; other sentences keep their cloze wordings.
+    """
+    text = _sentence_with(text or f.text, f.value)
+    at = text.find(f.value)
+    if at < 0 or text[at + len(f.value):].startswith(("'s ", "’s ")):
+        return None
+    before, after = text[:at], text[at + len(f.value):]
+    q, before = _question_phrase(f, before, after)
+    found = list(_AUX.finditer(before))
+    if len(found) != 1 or "," in before or _SUBORDINATE.match(before.strip()):
+        return None  # no auxiliary, or several clauses: which one to invert is not clear
+    m = found[0]
+    subject = before[: m.start()].strip()
+    if not 1 <= len(subject.split()) <= 8 or "." in subject:
+        return None
+    words = subject.split()
+    if re.fullmatch(r"[A-Z][a-z]+", words[0]) and (len(words) == 1 or not words[1][:1].isupper()):
+        words[0] = words[0].lower()  # "Unused leave …" → "unused leave …"; "Fleet Dispatch" stays
+    subject = " ".join(words)
+    body = f"{q[0].upper() + q[1:]} {m.group(1)} {subject} {before[m.end():].strip()} {after.strip()}"
+    body = re.sub(r"[.!;:]+$", "", " ".join(body.split())).strip()
+    body = re.sub(r"\s+([,.;:])", r"\1", body)
+    return body + "?" if len(body.split()) >= 4 else None
+
+
 def span_questions(f: AtomicFact, plain: bool, qualify: str = "") -> list[tuple[str, str]]:
     c = cloze(f)
     if c is None:
@@ -243,6 +289,9 @@ def span_questions(f: AtomicFact, plain: bool, qualify: str = "") -> list[tuple[
         out.append((f"According to {_the(title)}, {low}", "cloze-according"))
     if plain and not qualify and len(c.split()) >= 6:
         out.append((c, "cloze"))
+    front = fronted(f)
+    if front is not None:
+        out.append((f"In {_the(title)}, {front[0].lower() + front[1:]}" if qualify else front, "fronted"))
     return out
 
 

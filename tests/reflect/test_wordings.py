@@ -1,7 +1,8 @@
 """Template wordings: generic, from a fact's own structure (no model involved)."""
 
 from appliance.reflect.facts import atomic_facts, statements
-from appliance.reflect.wordings import cloze, composed_questions, kv_questions, looks_like_person, now_questions, span_questions
+from appliance.reflect.wordings import (cloze, composed_questions, fronted, kv_questions, looks_like_person, now_questions,
+                                        span_questions)
 
 
 def facts(text: str, title: str = "Doc"):  # noqa: ANN201
@@ -74,3 +75,35 @@ def test_composed_questions_describe_the_bridge() -> None:
 def test_people_are_told_from_organisations() -> None:
     assert looks_like_person("Marek Tollefsrud") and looks_like_person("Cosima Varga-Lind")
     assert not looks_like_person("Fleet Dispatch") and not looks_like_person("Harrowgate Axle & Reefer Ltd")
+
+
+def test_fronted_inverts_the_auxiliary_of_a_one_clause_sentence() -> None:
+    got = {f.value: fronted(f) for f in facts(
+        "An empty tote must be pre-chilled in cold room CR-3 for at least 4 hours.\n\n"
+        "The maximum transit time of a tote is 36 hours.\n\n"
+        "Unused leave can be carried over and must be used by 31 March.\n\n"
+        "If you are sick, notify your line manager by 08:00.")}
+    assert got["CR-3"] == "Which cold room must an empty tote be pre-chilled in for at least 4 hours?"
+    assert got["36 hours"] == "How many hours is the maximum transit time of a tote?"
+    assert got["31 March"] is None  # two auxiliaries: which clause to invert is not clear
+    assert got["08:00"] is None  # a subordinate clause first
+    f = next(f for f in facts("The tote must be pre-chilled for 4 hours.", "Shipping checklist") if f.value == "4 hours")
+    assert ("How many hours must the tote be pre-chilled for?", "fronted") in span_questions(f, plain=True)
+
+
+def test_participle_attributes_are_asked_as_participles() -> None:
+    [f] = [f for f in facts("| System | Hosted at |\n|---|---|\n| Ledgerbay | Kestrel Yard server room |") if not f.reverse]
+    qs = [q for q, _ in kv_questions(f, plain=True)]
+    assert "Ledgerbay is hosted at what?" in qs and "What is Ledgerbay hosted at?" in qs
+    [g] = [g for g in facts("| Team | Lead |\n|---|---|\n| Fleet Dispatch | Marek Tollefsrud |") if not g.reverse]
+    assert not any(n.startswith("verb") for _, n in kv_questions(g, plain=True))  # a noun keeps the noun forms
+
+
+def test_a_header_that_is_a_question_is_asked_as_it_stands() -> None:
+    table = "| Vendor | What they supply |\n|---|---|\n| Oxbow Courier Services | Overflow courier capacity |"
+    [f] = [f for f in facts(table, "Vendor list") if not f.reverse]
+    assert kv_questions(f, plain=True) == [("Oxbow Courier Services: what they supply?", "wh-header"),
+                                           ("What they supply — Oxbow Courier Services?", "wh-header-dash")]
+    assert all(kv_questions(r, plain=True) == [] for r in facts(table, "Vendor list") if r.reverse)
+    [who] = [f for f in facts("| Who | How |\n|---|---|\n| Helpdesk | Extension 4410 |") if not f.reverse]
+    assert kv_questions(who, plain=True) == []
