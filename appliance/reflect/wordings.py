@@ -108,12 +108,7 @@ def kv_questions(f: AtomicFact, plain: bool, qualify: str = "") -> list[tuple[st
     title = _strip_title(qualify or f.title)
     out: list[tuple[str, str]] = []
     if _WH_HEADER.match(a):
-        # a header that is itself a question ("What they supply"): asked as it stands, never as "the what
-        # they supply of …"; a bare "Who" / "How" says too little to ask anything by
-        if f.reverse or len(a.split()) < 2:
-            return []
-        about = title if f.subject_is_title else f.subject
-        out = [(f"{about}: {a}?", "wh-header"), (f"{a[0].upper() + a[1:]} — {about}?", "wh-header-dash")]
+        out = wh_header_questions(f, a, title)
         return [(f"In {_the(title)}, {q[0].lower() + q[1:]}", n) for q, n in out] if qualify and not f.subject_is_title else out
     if f.reverse:
         kind = (f.subject_type or "").strip().lower()
@@ -149,6 +144,47 @@ def kv_questions(f: AtomicFact, plain: bool, qualify: str = "") -> list[tuple[st
     return out
 
 
+def wh_header_questions(f: AtomicFact, a: str, title: str) -> list[tuple[str, str]]:
+    """Wordings for a header that is itself a question ("What they supply", "How"): asked as the
+    table shows it, never as "the what they supply of …"; a clause with a pronoun subject is also
+    turned into a question about the row ("What does Oxbow Courier Services supply?", and read
+    backwards "Which vendor supplies overflow courier capacity?")."""
+    about = title if f.subject_is_title else f.subject
+    cap = a[0].upper() + a[1:]
+    clause = _WH_CLAUSE.match(a)
+    if f.reverse:
+        kind = (f.subject_type or "").strip().lower()
+        if _WH_HEADER.fullmatch(kind):  # a key column headed "Who": the question word itself
+            which = kind.capitalize()
+        else:
+            which = f"Which {phrase(kind)}" if kind and len(kind.split()) <= 3 else "Which entry"
+        out = [(f"{which} — {a}: {about}?", "wh-header-reverse"), (f"{about}: {which.lower()}?", "wh-header-reverse-colon")]
+        if clause and clause.group(1) == "what" and clause.group(3) not in _BE:
+            out.append((f"{which} {_third_person(clause.group(3))}{clause.group(4)} {about}?", "wh-clause-reverse"))
+        return out
+    out = [(f"{about}: {a}?", "wh-header"), (f"{cap} — {about}?", "wh-header-dash")]
+    if clause:
+        wh, verb, rest = clause.group(1).capitalize(), clause.group(3), clause.group(4)
+        if verb in _BE:
+            out.append((f"{wh} {'was' if verb in ('was', 'were') else 'is'} {about}{rest}?", "wh-clause"))
+        else:
+            out.append((f"{wh} does {about} {verb}{rest}?", "wh-clause"))
+    return out
+
+
+def _third_person(verb: str) -> str:
+    """supply → supplies, teach → teaches, own → owns: the verb of a clause asked about one entity."""
+    if verb == "have":
+        return "has"
+    if re.search(r"[^aeiou]y$", verb):
+        return verb[:-1] + "ies"
+    if re.search(r"(s|sh|ch|x|z|o)$", verb):
+        return verb + "es"
+    return verb + "s"
+
+
+_BE = {"are", "is", "were", "was", "am"}
+_WH_CLAUSE = re.compile(r"^(what|who|where|when|which)\s+(they|we|you|it|he|she)\s+([a-z]+)(.*)$")
 _WH_HEADER = re.compile(r"^(what|who|whom|whose|which|when|where|why|how)\b", re.I)
 _VERB_LIKE = re.compile(r"^[a-z]+ed(?: (?:at|by|in|on|to|from|with|for))?$|^[a-z]+ (?:at|by|in|on|to|from|with|for)$")
 _NOT_NOUNS = _PREPOSITIONS | {"the", "a", "an", "and", "or", "is", "are", "was", "were", "be", "been", "called", "named",
