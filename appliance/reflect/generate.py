@@ -426,7 +426,7 @@ class Reflector:
                     mine.append((q, name))
             for q in gen:
                 if p.qualify and q and not q.lower().startswith("in the"):
-                    q = f"In {wordings._the(wordings._strip_title(p.qualify))}, {q[0].lower() + q[1:]}"
+                    q = wordings.in_document(wordings._strip_title(p.qualify), q)
                 problem = answer_type_problem(q, f.kind) or _generated_ok(q, f, f.statement) if q else "empty"
                 if problem:
                     unit.rejected.append(Rejection(kind=kind, question=q, reason=problem))  # type: ignore[arg-type]
@@ -457,7 +457,7 @@ class Reflector:
                     unit.rejected.append(Rejection(kind="fact", question=q, reason=problem))
                     continue
                 if facts[i].qualify:
-                    q = f"In {wordings._the(wordings._strip_title(facts[i].qualify))}, {q[0].lower() + q[1:]}"
+                    q = wordings.in_document(wordings._strip_title(facts[i].qualify), q)
                 if not _near_any(q, kept[i]):
                     probes[i] = q
         for i, (p, mine) in enumerate(zip(facts, kept)):

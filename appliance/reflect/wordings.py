@@ -100,6 +100,12 @@ def _the(title: str) -> str:
     return title if re.match(r"(?i)^(the|a|an)\b", title) else f"the {title}"
 
 
+def in_document(title: str, question: str) -> str:
+    """A question tied to one document ("In the Travel & Expenses Policy (2024), what is …?"): a
+    superseded document's facts are only asked about that document. ``title``: already stripped."""
+    return f"In {_the(title)}, {question[0].lower() + question[1:]}"
+
+
 def kv_questions(f: AtomicFact, plain: bool, qualify: str = "") -> list[tuple[str, str]]:
     """Wordings of an attribute fact. ``plain``: also without naming the document (the value is the
     only one the corpus gives for that attribute, or the one in force). ``qualify``: the title that
@@ -109,7 +115,7 @@ def kv_questions(f: AtomicFact, plain: bool, qualify: str = "") -> list[tuple[st
     out: list[tuple[str, str]] = []
     if _WH_HEADER.match(a):
         out = wh_header_questions(f, a, title)
-        return [(f"In {_the(title)}, {q[0].lower() + q[1:]}", n) for q, n in out] if qualify and not f.subject_is_title else out
+        return [(in_document(title, q), n) for q, n in out] if qualify and not f.subject_is_title else out
     if f.reverse:
         kind = (f.subject_type or "").strip().lower()
         which = f"Which {phrase(kind)}" if kind and len(kind.split()) <= 3 else "What"
@@ -118,7 +124,7 @@ def kv_questions(f: AtomicFact, plain: bool, qualify: str = "") -> list[tuple[st
         if kind and len(kind.split()) <= 3 and _key_words(kind) != _key_words(f.attribute):
             out.append((f"What is the {phrase(kind)} of {f.subject}?", "reverse-type"))
         if f.subject_is_title or qualify:
-            out = [(f"In {_the(title)}, {q[0].lower() + q[1:]}", n) for q, n in out]
+            out = [(in_document(title, q), n) for q, n in out]
         return out
     wh = wh_word(f.kind, f.attribute, f.value)
     be = "are" if _plural(f.attribute) else "is"
@@ -138,7 +144,7 @@ def kv_questions(f: AtomicFact, plain: bool, qualify: str = "") -> list[tuple[st
     if _VERB_LIKE.search(a):  # "Based at", "Hosted at", "Reported by": a participle, asked as one
         out += [(f"{s} is {a} what?", "verb-what"), (f"{'Who' if wh == 'Who' else 'What'} is {s} {a}?", "verb-wh")]
     if qualify:
-        out = [(f"In {_the(title)}, {q[0].lower() + q[1:]}", n) for q, n in out]
+        out = [(in_document(title, q), n) for q, n in out]
     else:
         out.append((f"According to {_the(title)}, what is the {a} of {s}?", "according"))
     return out
@@ -327,7 +333,7 @@ def span_questions(f: AtomicFact, plain: bool, qualify: str = "") -> list[tuple[
         out.append((c, "cloze"))
     front = fronted(f)
     if front is not None:
-        out.append((f"In {_the(title)}, {front[0].lower() + front[1:]}" if qualify else front, "fronted"))
+        out.append((in_document(title, front) if qualify else front, "fronted"))
     return out
 
 
