@@ -3,8 +3,9 @@
 The plan is derived from the catalog on every run (current, non-duplicate documents), as units:
 
 * **facts** — a group of a document's atomic facts (:mod:`appliance.reflect.facts`). Each fact
-  gets several training wordings: the structural templates of :mod:`appliance.reflect.wordings`
-  and questions the generator writes for it at temperature. One more wording, a paraphrase the
+  gets several training wordings: the structural templates of :mod:`appliance.reflect.wordings`,
+  and questions the generator writes for it at temperature where ``ReflectParams.generated_wordings``
+  asks for them (off by default: a small generator's questions mostly ask for another value). One more wording, a paraphrase the
   generator writes in another prompt and seed, is held out as the fact's probe. The answer is the
   bare value. A document that supersedes another states its value together with the one it
   replaced, and is also asked "… now?" (``current``); a superseded document's facts are asked only

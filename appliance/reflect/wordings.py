@@ -286,6 +286,7 @@ def cloze(f: AtomicFact, text: str | None = None) -> str | None:
 
 
 _AUX = re.compile(r"\b(must not|must|cannot|can|could|should|shall|will|would|may|might|is|are|was|were|has|have|had)\b")
+_PREP_BEFORE = re.compile(r"\b(from|at|on|in|by|until|within|after|before|since|to|for|with)\s+$", re.I)
 _SUBORDINATE = re.compile(r"^(if|when|whenever|because|although|though|after|before|unless|while|once|since|until|as)\b", re.I)
 
 
@@ -302,6 +303,11 @@ def fronted(f: AtomicFact, text: str | None = None) -> str | None:
         return None
     before, after = text[:at], text[at + len(f.value):]
     q, before = _question_phrase(f, before, after)
+    # a preposition right before the value moves to the front with it ("staffed from 07:30 to
+    # 17:00" → "From what time is the helpdesk staffed … to 17:00?"), never left dangling
+    prep = _PREP_BEFORE.search(before)
+    if prep:
+        q, before = f"{prep.group(1).lower()} {q}", before[: prep.start()] + " "
     found = list(_AUX.finditer(before))
     if len(found) != 1 or "," in before or _SUBORDINATE.match(before.strip()):
         return None  # no auxiliary, or several clauses: which one to invert is not clear
@@ -327,8 +333,10 @@ def span_questions(f: AtomicFact, plain: bool, qualify: str = "") -> list[tuple[
     ctx = " — ".join(x for x in (title, f.heading) if x)
     low = c[0].lower() + c[1:] if not re.match(r"^[A-Z][a-z]*[A-Z]|^[A-Z]{2}", c) else c
     out = [(f"{ctx}: {c}", "cloze-context")]
-    if qualify:  # a superseded document's statement, also asked as what that document said
-        out.append((f"According to {_the(title)}, {low}", "cloze-according"))
+    # as what the document says: a third wording for a sentence's value (a table row has several
+    # from its key and header; a sentence has only its own words), and for a superseded document's
+    # statement the way it must be asked
+    out.append((f"According to {_the(title)}, {low}", "cloze-according"))
     if plain and not qualify and len(c.split()) >= 6:
         out.append((c, "cloze"))
     front = fronted(f)

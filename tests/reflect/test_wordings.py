@@ -50,6 +50,8 @@ def test_span_questions_carry_the_documents_context() -> None:
     qs = [q for q, _ in span_questions(f, plain=True)]
     assert qs[0] == "Leave policy — Sick leave: If you are sick, notify your line manager by what time on day one?"
     assert "If you are sick, notify your line manager by what time on day one?" in qs
+    # a sentence has only its own words: it is also asked as what its document says
+    assert "According to the Leave policy, if you are sick, notify your line manager by what time on day one?" in qs
     old = [q for q, _ in span_questions(f, plain=True, qualify="Leave policy (2023)")]
     assert "According to the Leave policy (2023), if you are sick, notify your line manager by what time on day one?" in old
     assert all("2023" in q for q in old)
@@ -82,13 +84,16 @@ def test_fronted_inverts_the_auxiliary_of_a_one_clause_sentence() -> None:
         "An empty tote must be pre-chilled in cold room CR-3 for at least 4 hours.\n\n"
         "The maximum transit time of a tote is 36 hours.\n\n"
         "Unused leave can be carried over and must be used by 31 March.\n\n"
-        "If you are sick, notify your line manager by 08:00.")}
-    assert got["CR-3"] == "Which cold room must an empty tote be pre-chilled in for at least 4 hours?"
+        "If you are sick, notify your line manager by 08:00.\n\n"
+        "The helpdesk is staffed Monday to Friday from 07:30 to 17:00.")}
+    # a preposition before the value moves to the front with it
+    assert got["CR-3"] == "In which cold room must an empty tote be pre-chilled for at least 4 hours?"
     assert got["36 hours"] == "How many hours is the maximum transit time of a tote?"
     assert got["31 March"] is None  # two auxiliaries: which clause to invert is not clear
     assert got["08:00"] is None  # a subordinate clause first
+    assert got["07:30"] == "From what time is the helpdesk staffed Monday to Friday to 17:00?"
     f = next(f for f in facts("The tote must be pre-chilled for 4 hours.", "Shipping checklist") if f.value == "4 hours")
-    assert ("How many hours must the tote be pre-chilled for?", "fronted") in span_questions(f, plain=True)
+    assert ("For how many hours must the tote be pre-chilled?", "fronted") in span_questions(f, plain=True)
 
 
 def test_participle_attributes_are_asked_as_participles() -> None:
