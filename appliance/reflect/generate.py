@@ -7,8 +7,8 @@ The plan is derived from the catalog on every run (current, non-duplicate docume
   and questions the generator writes for it at temperature where ``ReflectParams.generated_wordings``
   asks for them (off by default: a small generator's questions mostly ask for another value). One
   more wording, a paraphrase the generator writes in another prompt and seed, is held out as the
-  fact's probe. The answer is the bare value. A document that supersedes another states its value together with the one it
-  replaced, and is also asked "… now?" (``current``); a superseded document's facts are asked only
+  fact's probe. The answer is the bare value. A document that supersedes another states its value
+  together with the one it replaced, and is also asked "… now?" (``current``); a superseded document's facts are asked only
   about that document, so a plain question gets the value in force. An attribute whose value
   names an entity is also asked backwards (``reverse``: "which team has the lead …?").
 * **compose** — for an entity that one document gives as a value and another describes (the team
