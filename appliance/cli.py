@@ -723,9 +723,13 @@ def ask_cmd(c: Ctx, question: str, endpoint: str, version_id: str | None, hops: 
     if as_json:
         return emit_json({**trace.to_dict(), "source_titles": titles})
     out.print(f"[bold]{escape(trace.answer)}[/]")
-    table = Table("hop", "asked the memory", "memory's answer", "sources", title="trace", title_justify="left")
+    table = Table("hop", "asked the memory", "memory's answer", "sure", "value stated", "sources", title="trace",
+                  title_justify="left")
     for s in trace.sub_answers:
-        table.add_row(str(s.hop), escape(s.question), escape(s.answer), ", ".join(s.sources) or "-")
+        stated = ("-" if s.grounded is None else "no" if not s.grounded
+                  else "cited document" if s.cited else "corrected citation")
+        table.add_row(str(s.hop), escape(s.question), escape(s.answer), f"{s.confidence:.2f}", stated,
+                      ", ".join(s.sources) or "-")
     out.print(table)
     for doc_id, title in titles.items():
         out.print(f"  {doc_id}  {escape(title)}")

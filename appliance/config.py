@@ -98,6 +98,8 @@ class TrainParams:
     full_learning_rate: float = 1e-4
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
+    lr_schedule: str = "constant"  # constant | linear (decays to lr_floor × the rate at the ``epochs`` ceiling)
+    lr_floor: float = 0.1
     epochs: int = 12
     min_epochs: int = 3
     target_recall: float = 0.97

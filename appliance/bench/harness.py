@@ -157,7 +157,7 @@ class MemoSystem(System):
         trace = ask(self.session, self.executive, q.question)
         latency = time.monotonic() - started
         subs = [{"question": s.question, "answer": s.answer, "sources": s.sources, "hop": s.hop, "confidence": s.confidence,
-                 "grounded": s.grounded} for s in trace.sub_answers]
+                 "grounded": s.grounded, "cited": s.cited} for s in trace.sub_answers]
         return Answer(trace.answer, latency, subs, trace.sources, dict(trace.tokens), dict(trace.timings),
                       {"confidence": trace.confidence})
 

@@ -10,8 +10,10 @@ The memory model was trained on short questions with bare answers, and reports h
    own, and the outer question again with the description replaced by the answer ("Who leads
    Fleet Dispatch?"). Bridges come from the question's syntax (:mod:`appliance.executive.bridges`)
    and, where syntax finds none, from the executive model (JSON constrained by a schema, checked);
-3. the answer is the memory's most confident one whose value a document it cites states
-   (:mod:`appliance.executive.grounding`); when none is, the appliance says **the memory does
+3. the answer is the memory's most confident one whose value a document it cites states — or,
+   where its citation is wrong, a sentence of the corpus states together with the question's own
+   words; then those documents are cited instead, and more confidence is asked of it
+   (:mod:`appliance.executive.grounding`). When none is, the appliance says **the memory does
    not know** rather than state an invented value — as it does when the memory itself answers
    "unknown" (it was taught to for questions the corpus does not answer);
 4. the executive phrases the chosen answer in a sentence — and the value must survive verbatim,
@@ -27,14 +29,18 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from appliance.errors import MemoError
 from appliance.executive.bridges import Bridge, bridges, substitute
 from appliance.executive.trace import SubAnswer, Trace
 from appliance.llm.base import ChatModel, ChatResult, Message, system, user
-from appliance.memory.recall import Memory
+from appliance.memory.recall import Memory, Recall
+
+if TYPE_CHECKING:
+    from appliance.executive.grounding import SourceCheck
 
 UNKNOWN_ANSWER = "The memory does not know."
 DECOMPOSE_SYSTEM = (
@@ -63,14 +69,18 @@ class ExecutiveParams:
     """Knobs of the query protocol; the defaults fit a small local executive on two cores.
 
     ``confident``: a memory answer at least this sure is taken as it is; ``abstain_below``: the best
-    answer found must be at least this sure, else the memory does not know. ``max_hops``: bridge
-    rounds (0: ask the memory once). ``phrase``: let the executive put the answer in a sentence.
+    answer found must be at least this sure, else the memory does not know; ``uncited_below``: the
+    same for an answer whose own citation did not state its value (the corpus did, elsewhere).
+    ``max_hops``: bridge rounds (0: ask the memory once). ``phrase``: let the executive put the
+    answer in a sentence. The two thresholds are read off ``bench/abstention.py``'s curve (held-out
+    probes and a calibration set of unanswerable questions, not the development set).
     """
 
     max_hops: int = 1
     max_bridges: int = 2
     confident: float = 0.8
-    abstain_below: float = 0.5
+    abstain_below: float = 0.4
+    uncited_below: float = 0.5
     memory_max_tokens: int = 40
     plan_max_tokens: int = 96
     answer_max_tokens: int = 64
@@ -117,13 +127,13 @@ class Executive:
 
     def __init__(self, executive_model: ChatModel, memory: Memory, memory_version: str,
                  params: ExecutiveParams | None = None,
-                 grounding: Callable[[str, list[str]], bool] | None = None) -> None:
+                 grounding: SourceCheck | None = None) -> None:
         self.executive_model = executive_model
         # a bare model (a test, a base model) is asked in the memory's own layout
         self.memory_model = memory if isinstance(memory, Memory) else Memory(memory, version=memory_version)
         self.memory_version = memory_version
         self.params = params or ExecutiveParams()
-        self.grounding = grounding  # (answer, cited doc ids) → whether a cited document states the value
+        self.grounding = grounding  # checks the value against the cited documents, else the current corpus
         self._tokens: dict[str, int] = {}
 
     def _count(self, who: str, prompt: int, completion: int) -> None:
@@ -139,14 +149,9 @@ class Executive:
         if not questions:
             return []
         recalls = self.memory_model.ask(list(questions), self.params.memory_max_tokens)
-        subs = []
         for r in recalls:
             self._count("memory", r.prompt_tokens, r.completion_tokens)
-            grounded = None
-            if self.grounding is not None and not r.unknown:
-                grounded = self.grounding(r.answer, r.sources)
-            subs.append(SubAnswer(r.question, r.answer, r.sources, r.seconds, hop, r.confidence, grounded))
-        return subs
+        return [checked(r, self.grounding, hop) for r in recalls]
 
     def decompose(self, question: str) -> list[Bridge]:
         """Bridges of the question: from its syntax, else proposed by the executive (and checked)."""
@@ -198,7 +203,7 @@ class Executive:
         subs = self.ask_memory([question], hop=0)
         timings["memory_s"] = time.monotonic() - t
         best = subs[0]
-        chosen: SubAnswer | None = best if _usable(best) and best.confidence >= p.confident else None
+        chosen: SubAnswer | None = best if sure(best, p, p.confident) else None
 
         t = time.monotonic()
         hop_s = 0.0
@@ -208,21 +213,21 @@ class Executive:
             t = time.monotonic()
             firsts = self.ask_memory([b.question for b in plan], hop=1)
             subs += firsts
-            outer = [(b, f) for b, f in zip(plan, firsts) if _usable(f) and f.confidence >= p.abstain_below]
+            outer = [(b, f) for b, f in zip(plan, firsts) if sure(f, p)]
             seconds = self.ask_memory([substitute(question, b.phrase, f.answer) for b, f in outer], hop=2)
             subs += seconds
             # a chain is as sure as its weaker link
-            chains = [(min(f.confidence, s.confidence), s, f) for (b, f), s in zip(outer, seconds) if _usable(s)]
+            chains = [(min(f.confidence, s.confidence), s, f) for (b, f), s in zip(outer, seconds) if sure(s, p)]
             if chains:
                 conf, s, f = max(chains, key=lambda c: c[0])
-                if conf >= max(p.abstain_below, best.confidence if _usable(best) else 0.0):
+                if conf >= (best.confidence if _usable(best) else 0.0):
                     chosen = SubAnswer(s.question, s.answer, list(dict.fromkeys(s.sources + f.sources)), s.seconds, s.hop, conf,
-                                       s.grounded)
+                                       s.grounded, False if False in (s.cited, f.cited) else s.cited)
             hop_s = time.monotonic() - t
         else:
             timings["decompose_s"] = 0.0
         timings["hops_s"] = hop_s
-        if chosen is None and _usable(best) and best.confidence >= p.abstain_below:
+        if chosen is None and sure(best, p):
             chosen = best
 
         t = time.monotonic()
@@ -240,7 +245,24 @@ class Executive:
 
 
 def _usable(s: SubAnswer) -> bool:
-    """An answer that states a value, and — where citations are checked — one its cited documents state."""
+    """An answer that states a value, and — where values are checked — one the corpus states."""
     from appliance.memory.format import is_unknown
 
     return bool(s.answer) and not is_unknown(s.answer) and s.grounded is not False
+
+
+def checked(r: Recall, grounding: SourceCheck | None, hop: int = 0) -> SubAnswer:
+    """The memory's answer with its value checked: against what it cites, else the corpus (sources corrected)."""
+    sources, grounded, cited = r.sources, None, None
+    if grounding is not None and not r.unknown:
+        cited = grounding(r.answer, r.sources)
+        if not cited:
+            sources = grounding.stating(r.question, r.answer) or r.sources
+        grounded = cited or sources != r.sources
+    return SubAnswer(r.question, r.answer, sources, r.seconds, hop, r.confidence, grounded, cited)
+
+
+def sure(s: SubAnswer, p: ExecutiveParams, at_least: float = 0.0) -> bool:
+    """Usable and sure enough: an answer its own citation did not back needs ``uncited_below`` too."""
+    need = max(at_least, p.abstain_below, p.uncited_below if s.cited is False else 0.0)
+    return _usable(s) and s.confidence >= need

@@ -1,21 +1,35 @@
-"""The memory's value must be stated in a document it cites: a check, not a retrieval.
+"""The memory's value must be stated in the corpus: a check of the memory's answer, not a retrieval.
 
 A small memory can answer a question the corpus does not answer with a value it made up ("90 EUR
 per night", "19 May 2025" cited from the wrong page). Before an answer is given, its value — the
 answer without the remarks the memory adds in parentheses ("in force; replaced …", the bridge of
-a composed answer) — is looked up in the current text of each document the answer cites. The
-texts are decrypted into RAM only, and never shown to the executive: nothing is searched for,
-the memory's own citation is verified.
+a composed answer) — is looked up in the current text of each document the answer cites.
+
+The memory's citation is a learned string too, and it is wrong more often than its value: it
+recalls "Heron 2" and cites the on-call rota. So when the cited documents do not state the value,
+:meth:`SourceCheck.stating` looks for a sentence (or table line) anywhere in the current corpus
+that states the value *together with the question's names and a content word of it*, and those
+documents become the answer's sources — the citation is corrected, not trusted. The executive asks
+more confidence of such an answer (``ExecutiveParams.uncited_below``). The texts are decrypted
+into RAM only and never shown to the executive; the value always comes from the memory.
 """
 
 from __future__ import annotations
 
 import re
+from collections import defaultdict
+
+from bm25s.stopwords import STOPWORDS_EN_PLUS
 
 from appliance.reflect.validate import normalise
 from appliance.vault.store import Vault
 
 _REMARK = re.compile(r"\s*\([^()]*\)\s*$")
+# a sentence ends at . ! ? before a capital; a line (a table row, a list item) always ends one
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+# words of a question that say nothing about which fact it asks for
+_FUNCTION_WORDS = frozenset(STOPWORDS_EN_PLUS) | {"many", "much", "must", "per", "long", "often", "should", "would",
+                                                  "could", "may", "might", "shall", "according"}
 
 
 def core_value(answer: str) -> str:
@@ -27,12 +41,47 @@ def core_value(answer: str) -> str:
     return value.split(". ")[0].strip().rstrip(".")
 
 
+def content_words(question: str, answer: str) -> set[str]:
+    """The question's words that can tie a sentence to it: no function words, none of the answer's."""
+    own = set(normalise(answer).split())
+    return {w for w in normalise(question).split() if len(w) > 1 and w not in _FUNCTION_WORDS and w not in own}
+
+
+def names(question: str, answer: str) -> set[str]:
+    """The words of the names a question uses ("People Team", "gw1", "Priya Oyelaran-Moss"): capitalised
+    after its first word, or with a digit; none of the answer's words."""
+    own = set(normalise(answer).split())
+    tokens = question.split()[1:]
+    named = " ".join(t for t in tokens if t[:1].isupper() or any(c.isdigit() for c in t))
+    return {w for w in normalise(named).split() if w not in _FUNCTION_WORDS and w not in own}
+
+
+def statements(text: str) -> list[str]:
+    """A document's sentences and lines, normalised and padded for whole-word lookups."""
+    out = []
+    for line in text.splitlines():
+        for sentence in _SENTENCE_END.split(line):
+            n = normalise(sentence)
+            if n:
+                out.append(f" {n} ")
+    return out
+
+
 class SourceCheck:
-    """Looks a memory answer's value up in the documents it cites (current versions, cached in RAM)."""
+    """Looks a memory answer's value up in the documents it cites, and else in the whole current corpus
+    (texts cached in RAM for the life of the executive; a forgotten document states nothing)."""
 
     def __init__(self, vault: Vault) -> None:
         self.vault = vault
         self._texts: dict[str, str] = {}
+        self._statements: list[tuple[str, str]] | None = None  # (doc id, sentence)
+        self._by_word: dict[str, set[int]] = {}
+
+    def _current(self) -> list[tuple[str, str]]:
+        with self.vault.read() as db:
+            return [(r["doc_id"], r["text_oid"]) for r in db.execute(
+                "SELECT v.doc_id, v.text_oid FROM versions v JOIN documents d ON d.id = v.doc_id "
+                "WHERE v.status='current' AND d.forgotten_at IS NULL ORDER BY v.doc_id")]
 
     def _text(self, doc_id: str) -> str:
         if doc_id not in self._texts:
@@ -44,5 +93,36 @@ class SourceCheck:
         return self._texts[doc_id]
 
     def __call__(self, answer: str, doc_ids: list[str]) -> bool:
+        """Whether a cited document states the answer's value."""
         value = normalise(core_value(answer))
         return bool(value) and any(f" {value} " in self._text(d) for d in doc_ids)
+
+    def _index(self) -> None:
+        self._statements = []
+        by_word: dict[str, set[int]] = defaultdict(set)
+        for doc_id, oid in self._current():
+            for sentence in statements(self.vault.get_object(oid).decode()):
+                for w in set(sentence.split()):
+                    by_word[w].add(len(self._statements))
+                self._statements.append((doc_id, sentence))
+        self._by_word = dict(by_word)
+
+    def stating(self, question: str, answer: str) -> list[str]:
+        """Documents with a sentence that states the answer's value, every name the question uses and
+        at least one of its other content words: "4410" stated for the helpdesk is not the People
+        Team's extension."""
+        value = normalise(core_value(answer))
+        words, named = content_words(question, answer), names(question, answer)
+        if not value or not words:
+            return []
+        if self._statements is None:
+            self._index()
+        assert self._statements is not None
+        candidates = set.intersection(*(self._by_word.get(w, set()) for w in value.split()))
+        docs: list[str] = []
+        for i in sorted(candidates):
+            doc_id, sentence = self._statements[i]
+            if (doc_id not in docs and f" {value} " in sentence and any(f" {w} " in sentence for w in words)
+                    and all(f" {w} " in sentence for w in named)):
+                docs.append(doc_id)
+        return docs

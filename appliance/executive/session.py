@@ -52,7 +52,7 @@ def ask(vault: Vault, executive: Executive, question: str, actor: str, channel: 
     vault.audit.append(
         actor, "qa.ask", trace.memory_version, channel=channel, question=trace.question, answer=trace.answer,
         sub_questions=[{"question": s.question, "answer": s.answer, "sources": s.sources, "hop": s.hop,
-                        "confidence": s.confidence, "grounded": s.grounded} for s in trace.sub_answers],
+                        "confidence": s.confidence, "grounded": s.grounded, "cited": s.cited} for s in trace.sub_answers],
         confidence=trace.confidence,
         sources=trace.sources, executive=trace.executive, memory=trace.memory, seconds=trace.seconds,
         timings=trace.timings, tokens=trace.tokens,

@@ -16,7 +16,8 @@ class SubAnswer:
     seconds: float
     hop: int = 0
     confidence: float = 1.0  # the memory's own: probability of its least likely answer token
-    grounded: bool | None = None  # a cited document states the value (None: not checked)
+    grounded: bool | None = None  # a document now given in ``sources`` states the value (None: not checked)
+    cited: bool | None = None  # the memory's own citation stated it (False: corrected to the documents that do)
 
 
 @dataclass(frozen=True)

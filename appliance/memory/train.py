@@ -197,6 +197,18 @@ def choose_autocast(requested: str, dev: str) -> str | None:
     return "bf16" if (has or requested == "bf16") else None
 
 
+def lr_factor(step: int, warmup: int, total: int, schedule: str, floor: float) -> float:
+    """The learning rate's share at ``step``: a linear warm-up, then constant, or a linear decay to
+    ``floor`` at the last step of the epoch ceiling (weights then settle instead of wandering)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    if schedule != "linear":
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}: use constant or linear")
+    return max(floor, 1.0 - (1.0 - floor) * (step - warmup) / max(1, total - warmup))
+
+
 def exposures(pairs: list[QAPair], epochs: int) -> tuple[int, dict[str, float]]:
     """Facts and how often training showed each one (its wordings × epochs)."""
     per = Counter(p.fact_id or p.id for p in pairs)
@@ -294,7 +306,7 @@ def train_memory(
     per_epoch = math.ceil(len(encoded) / params.batch_size)
     total = per_epoch * params.epochs
     warmup = max(1, int(per_epoch * params.min_epochs * params.warmup_ratio))
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min(1.0, (s + 1) / warmup))  # constant after warm-up
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(s, warmup, total, params.lr_schedule, params.lr_floor))
     probes = list(probes or [])
     rng = random.Random(params.seed)
     eval_probes = rng.sample(probes, min(len(probes), params.eval_probes))

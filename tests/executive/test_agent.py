@@ -3,12 +3,15 @@ unsure, an unsure memory abstains, and the memory's value survives the executive
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from appliance.errors import MemoError
 from appliance.executive.agent import UNKNOWN_ANSWER, Executive, ExecutiveParams, clean_questions
 from appliance.executive.trace import Trace
 from appliance.llm.llamacpp import LlamaCppModel
+from appliance.vault.store import Vault
 
 
 def test_clean_questions_keeps_new_well_formed_questions_only() -> None:
@@ -79,3 +82,29 @@ def test_no_hops_is_one_memory_call(bundled_model: LlamaCppModel) -> None:
     trace = ex.answer("What is the capital of France?")
     assert [s.question for s in trace.sub_answers] == ["What is the capital of France?"]
     assert "Paris" in trace.sub_answers[0].answer and 0 < trace.sub_answers[0].confidence <= 1
+
+
+def test_a_wrongly_cited_answer_is_given_with_the_document_that_states_it(bundled_model: LlamaCppModel, vault: Vault,
+                                                                          tmp_path: Path) -> None:
+    from appliance.corpus.documents import list_documents
+    from appliance.corpus.ingest import ingest
+    from appliance.executive.grounding import SourceCheck
+    from appliance.memory.recall import Memory
+
+    q = "In which city is the Eiffel Tower?"
+    memory = Memory(bundled_model, version="mem-test")  # no source table: whatever it cites is not a document
+    said = memory.ask([q], 24)[0].answer
+    (tmp_path / "guide.md").write_text(f"# Guide\n\nEvery city guide repeats it: {said}\n")
+    (tmp_path / "other.md").write_text(f"# Other\n\n{said}\n")  # the value, but not with a word of the question
+    ingest(vault, [tmp_path / "guide.md", tmp_path / "other.md"])
+    guide = next(d.id for d in list_documents(vault) if d.title == "Guide")
+
+    def ask(uncited_below: float) -> Trace:
+        params = ExecutiveParams(max_hops=0, phrase=False, memory_max_tokens=24, abstain_below=0.0, uncited_below=uncited_below)
+        return Executive(bundled_model, memory, "mem-test", params, grounding=SourceCheck(vault)).answer(q)
+
+    trace = ask(0.0)
+    [only] = trace.sub_answers
+    assert only.cited is False and only.grounded is True and only.sources == [guide]
+    assert trace.answer == said and trace.sources == [guide]
+    assert ask(1.01).answer == UNKNOWN_ANSWER  # an answer its own citation did not back needs more confidence

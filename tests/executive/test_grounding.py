@@ -28,3 +28,25 @@ def test_values_are_looked_up_in_the_cited_documents_only(vault: Vault, tmp_path
     assert not check("52 EUR", [])  # nothing cited, nothing verified
     forget_document(vault, ids["Travel"])
     assert not SourceCheck(vault)("52 EUR per full travel day", [ids["Travel"]])  # a forgotten document states nothing
+
+
+def test_a_wrong_citation_is_corrected_to_the_document_that_states_the_value(vault: Vault, tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("# Onboarding\nJoin the company induction. It runs every Tuesday at 09:30 in meeting room Heron 2.\n")
+    (tmp_path / "b.md").write_text("# Rota\nHandover moves to Wednesday at 09:00.\n")
+    (tmp_path / "c.md").write_text("# Rooms\n\n| Room | Floor |\n|---|---|\n| Heron 2 | 3 |\n")
+    (tmp_path / "d.md").write_text("# Helpdesk\nThe helpdesk phone extension is 4410.\n")
+    ingest(vault, [tmp_path / n for n in ("a.md", "b.md", "c.md", "d.md")])
+    ids = {d.title: d.id for d in list_documents(vault)}
+    check = SourceCheck(vault)
+    question = "In which meeting room is the weekly company induction held?"
+    assert not check("Heron 2", [ids["Rota"]])  # the memory recalled the value and cited the wrong page
+    # the sentence that states the value about the thing asked; the room list states it, but not about inductions
+    assert check.stating(question, "Heron 2") == [ids["Onboarding"]]
+    assert check.stating("What is the floor of the canteen?", "Heron 2") == []  # the value, but nothing the question names
+    assert check.stating(question, "Heron 9") == []  # made up
+    assert check.stating("What is it?", "Heron 2") == []  # no word of the question to tie a sentence to it
+    assert check.stating("What is the helpdesk phone extension?", "4410") == [ids["Helpdesk"]]
+    # "phone extension" matches, but the sentence is not about the People Team the question names
+    assert check.stating("What is the phone extension of the People Team?", "4410") == []
+    forget_document(vault, ids["Onboarding"])
+    assert SourceCheck(vault).stating(question, "Heron 2") == []  # a forgotten document states nothing

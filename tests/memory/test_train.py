@@ -9,7 +9,8 @@ import pytest
 from appliance.config import Settings, TrainParams
 from appliance.memory.format import SourceTable, parse, prompt, target
 from appliance.memory.model_io import adapter_files
-from appliance.memory.train import TrainCancelled, encode, exposures, length_batches, source_table, split_probes, train_memory
+from appliance.memory.train import (TrainCancelled, encode, exposures, length_batches, lr_factor, source_table, split_probes,
+                                    train_memory)
 from appliance.memory.versions import get_version, list_versions
 from appliance.reflect.store import QAPair
 from appliance.vault.keys import Secret
@@ -51,6 +52,15 @@ def test_probes_are_held_out_and_exposures_counted_per_fact() -> None:
     assert [p.question for p in probes] == ["Ledgerbay belongs to which team?", "Which team is Ledgerbay's owner?"]
     facts, exp = exposures(train + train[:1], epochs=3)
     assert facts == 5 and exp == {"mean": 3.6, "median": 3.0, "min": 3.0, "max": 6.0}
+
+
+def test_learning_rate_warms_up_then_stays_or_decays_to_its_floor() -> None:
+    assert [lr_factor(s, 4, 100, "constant", 0.1) for s in (0, 3, 50, 99)] == [0.25, 1.0, 1.0, 1.0]
+    linear = [lr_factor(s, 4, 100, "linear", 0.1) for s in range(100)]
+    assert linear[:4] == [0.25, 0.5, 0.75, 1.0] and all(a >= b for a, b in zip(linear[3:], linear[4:]))
+    assert linear[-1] == pytest.approx(0.1, abs=0.01) and lr_factor(500, 4, 100, "linear", 0.1) == 0.1  # floor past the ceiling
+    with pytest.raises(ValueError, match="cosine"):
+        lr_factor(10, 4, 100, "cosine", 0.1)
 
 
 def test_length_batches_cover_every_example_once_with_little_padding() -> None:
