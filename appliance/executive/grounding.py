@@ -68,44 +68,49 @@ def statements(text: str) -> list[str]:
 
 
 class SourceCheck:
-    """Looks a memory answer's value up in the documents it cites, and else in the whole current corpus
-    (texts cached in RAM for the life of the executive; a forgotten document states nothing)."""
+    """Looks a memory answer's value up in the documents it cites, and else in the whole current corpus.
+
+    Texts are decrypted into RAM once per version and the sentence index is rebuilt when the
+    catalog's current documents change, so an executive that lives long (the API server, the
+    console) sees a new version at once, and a forgotten document states nothing from then on.
+    """
 
     def __init__(self, vault: Vault) -> None:
         self.vault = vault
-        self._texts: dict[str, str] = {}
-        self._statements: list[tuple[str, str]] | None = None  # (doc id, sentence)
+        self._texts: dict[str, str] = {}  # text object id → normalised, padded text
+        self._indexed: dict[str, str] | None = None  # the current documents the index was built from
+        self._statements: list[tuple[str, str]] = []  # (doc id, sentence)
         self._by_word: dict[str, set[int]] = {}
 
-    def _current(self) -> list[tuple[str, str]]:
+    def _current(self) -> dict[str, str]:
+        """Each current, not forgotten document's id → its text object id (one catalog read)."""
         with self.vault.read() as db:
-            return [(r["doc_id"], r["text_oid"]) for r in db.execute(
+            return {r["doc_id"]: r["text_oid"] for r in db.execute(
                 "SELECT v.doc_id, v.text_oid FROM versions v JOIN documents d ON d.id = v.doc_id "
-                "WHERE v.status='current' AND d.forgotten_at IS NULL ORDER BY v.doc_id")]
+                "WHERE v.status='current' AND d.forgotten_at IS NULL ORDER BY v.doc_id")}
 
-    def _text(self, doc_id: str) -> str:
-        if doc_id not in self._texts:
-            with self.vault.read() as db:
-                row = db.execute(
-                    "SELECT v.text_oid FROM versions v JOIN documents d ON d.id = v.doc_id "
-                    "WHERE v.doc_id=? AND v.status='current' AND d.forgotten_at IS NULL", (doc_id,)).fetchone()
-            self._texts[doc_id] = f" {normalise(self.vault.get_object(row['text_oid']).decode())} " if row else ""
-        return self._texts[doc_id]
+    def _text(self, oid: str) -> str:
+        if oid not in self._texts:
+            self._texts[oid] = f" {normalise(self.vault.get_object(oid).decode())} "
+        return self._texts[oid]
 
     def __call__(self, answer: str, doc_ids: list[str]) -> bool:
         """Whether a cited document states the answer's value."""
         value = normalise(core_value(answer))
-        return bool(value) and any(f" {value} " in self._text(d) for d in doc_ids)
+        if not value or not doc_ids:
+            return False
+        current = self._current()
+        return any(f" {value} " in self._text(current[d]) for d in doc_ids if d in current)
 
-    def _index(self) -> None:
-        self._statements = []
+    def _index(self, current: dict[str, str]) -> None:
+        statements_: list[tuple[str, str]] = []
         by_word: dict[str, set[int]] = defaultdict(set)
-        for doc_id, oid in self._current():
+        for doc_id, oid in current.items():
             for sentence in statements(self.vault.get_object(oid).decode()):
                 for w in set(sentence.split()):
-                    by_word[w].add(len(self._statements))
-                self._statements.append((doc_id, sentence))
-        self._by_word = dict(by_word)
+                    by_word[w].add(len(statements_))
+                statements_.append((doc_id, sentence))
+        self._statements, self._by_word, self._indexed = statements_, dict(by_word), current
 
     def stating(self, question: str, answer: str) -> list[str]:
         """Documents with a sentence that states the answer's value, every name the question uses and
@@ -115,9 +120,9 @@ class SourceCheck:
         words, named = content_words(question, answer), names(question, answer)
         if not value or not words:
             return []
-        if self._statements is None:
-            self._index()
-        assert self._statements is not None
+        current = self._current()
+        if current != self._indexed:
+            self._index(current)
         candidates = set.intersection(*(self._by_word.get(w, set()) for w in value.split()))
         docs: list[str] = []
         for i in sorted(candidates):

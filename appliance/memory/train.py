@@ -200,12 +200,12 @@ def choose_autocast(requested: str, dev: str) -> str | None:
 def lr_factor(step: int, warmup: int, total: int, schedule: str, floor: float) -> float:
     """The learning rate's share at ``step``: a linear warm-up, then constant, or a linear decay to
     ``floor`` at the last step of the epoch ceiling (weights then settle instead of wandering)."""
+    if schedule not in ("constant", "linear"):  # checked at step 0, when the scheduler is built
+        raise MemoError(f"unknown learning-rate schedule {schedule!r}: set TrainParams.lr_schedule to constant or linear")
     if step < warmup:
         return (step + 1) / warmup
     if schedule == "constant":
         return 1.0
-    if schedule != "linear":
-        raise ValueError(f"unknown learning-rate schedule {schedule!r}: use constant or linear")
     return max(floor, 1.0 - (1.0 - floor) * (step - warmup) / max(1, total - warmup))
 
 

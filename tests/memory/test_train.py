@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from appliance.config import Settings, TrainParams
+from appliance.errors import MemoError
 from appliance.memory.format import SourceTable, parse, prompt, target
 from appliance.memory.model_io import adapter_files
 from appliance.memory.train import (TrainCancelled, encode, exposures, length_batches, lr_factor, source_table, split_probes,
@@ -59,8 +60,8 @@ def test_learning_rate_warms_up_then_stays_or_decays_to_its_floor() -> None:
     linear = [lr_factor(s, 4, 100, "linear", 0.1) for s in range(100)]
     assert linear[:4] == [0.25, 0.5, 0.75, 1.0] and all(a >= b for a, b in zip(linear[3:], linear[4:]))
     assert linear[-1] == pytest.approx(0.1, abs=0.01) and lr_factor(500, 4, 100, "linear", 0.1) == 0.1  # floor past the ceiling
-    with pytest.raises(ValueError, match="cosine"):
-        lr_factor(10, 4, 100, "cosine", 0.1)
+    with pytest.raises(MemoError, match="cosine"):
+        lr_factor(0, 4, 100, "cosine", 0.1)  # refused at once, not after the warm-up
 
 
 def test_length_batches_cover_every_example_once_with_little_padding() -> None:
