@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -70,10 +72,7 @@ def main() -> int:
         p = replace(default, abstain_below=t)
         row: dict[str, float | int] = {"abstain_below": t}
         for name, keep in (("", lambda s: sure(s, p)), ("citation_only_", lambda s: sure(s, p) and s.cited is True)):
-            kept, withheld = sum(map(keep, right)), sum(not keep(s) for s in wrong)
-            abstained = sum(not keep(s) for s in none)
-            row |= {f"{name}correct_kept": kept / max(len(right), 1), f"{name}wrong_withheld": withheld / max(len(wrong), 1),
-                    f"{name}unanswerable_abstained": abstained / max(len(none), 1), f"{name}score": kept + abstained}
+            row |= {f"{name}{k}": v for k, v in _rates(keep, right, wrong, none).items()}
         rows.append(row)
         table.add_row(f"{t:.2f}", *(f"{v:.0%}" if isinstance(v, float) else str(v) for v in list(row.values())[1:]))
     console.print(table)
@@ -82,11 +81,7 @@ def main() -> int:
     uncited_rows = []
     for t in UNCITED:
         p = replace(default, uncited_below=t)
-        kept, withheld, abstained = (sum(sure(s, p) for s in right), sum(not sure(s, p) for s in wrong),
-                                     sum(not sure(s, p) for s in none))
-        uncited_rows.append({"uncited_below": t, "correct_kept": kept / max(len(right), 1),
-                             "wrong_withheld": withheld / max(len(wrong), 1),
-                             "unanswerable_abstained": abstained / max(len(none), 1), "score": kept + abstained})
+        uncited_rows.append({"uncited_below": t} | _rates(lambda s: sure(s, p), right, wrong, none))
         second.add_row(f"{t:.2f}", *(f"{v:.0%}" if isinstance(v, float) else str(v) for v in list(uncited_rows[-1].values())[1:]))
     console.print(second)
     for s in none[-len(questions):]:
@@ -100,6 +95,13 @@ def main() -> int:
                                                       "cited": s.cited, "grounded": s.grounded}
                                                      for s in none[-len(questions):]]}, indent=2) + "\n")
     return 0
+
+
+def _rates(keep: Callable[[Any], bool], right: list, wrong: list, none: list) -> dict[str, float | int]:
+    """Shares of right answers kept, wrong ones withheld and unanswerable questions abstained; score = kept + abstained."""
+    kept, withheld, abstained = sum(map(keep, right)), sum(not keep(s) for s in wrong), sum(not keep(s) for s in none)
+    return {"correct_kept": kept / max(len(right), 1), "wrong_withheld": withheld / max(len(wrong), 1),
+            "unanswerable_abstained": abstained / max(len(none), 1), "score": kept + abstained}
 
 
 if __name__ == "__main__":

@@ -253,13 +253,10 @@ def _usable(s: SubAnswer) -> bool:
 
 def checked(r: Recall, grounding: SourceCheck | None, hop: int = 0) -> SubAnswer:
     """The memory's answer with its value checked: against what it cites, else the corpus (sources corrected)."""
-    sources, grounded, cited = r.sources, None, None
-    if grounding is not None and not r.unknown:
-        cited = grounding(r.answer, r.sources)
-        if not cited:
-            sources = grounding.stating(r.question, r.answer) or r.sources
-        grounded = cited or sources != r.sources
-    return SubAnswer(r.question, r.answer, sources, r.seconds, hop, r.confidence, grounded, cited)
+    if grounding is None or r.unknown:
+        return SubAnswer(r.question, r.answer, r.sources, r.seconds, hop, r.confidence)
+    cited, stating = grounding.verify(r.question, r.answer, r.sources)
+    return SubAnswer(r.question, r.answer, stating or r.sources, r.seconds, hop, r.confidence, bool(stating), cited)
 
 
 def sure(s: SubAnswer, p: ExecutiveParams, at_least: float = 0.0) -> bool:

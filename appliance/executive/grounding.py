@@ -96,11 +96,25 @@ class SourceCheck:
 
     def __call__(self, answer: str, doc_ids: list[str]) -> bool:
         """Whether a cited document states the answer's value."""
-        value = normalise(core_value(answer))
-        if not value or not doc_ids:
-            return False
+        return self._cited(self._current(), answer, doc_ids)
+
+    def stating(self, question: str, answer: str) -> list[str]:
+        """Documents with a sentence that states the answer's value, every name the question uses and
+        at least one of its other content words: "4410" stated for the helpdesk is not the People
+        Team's extension."""
+        return self._stating(self._current(), question, answer)
+
+    def verify(self, question: str, answer: str, doc_ids: list[str]) -> tuple[bool, list[str]]:
+        """Both checks on one read of the catalog: whether a cited document states the value, and
+        else the documents that state it (:meth:`stating`); the cited ones when the citation held."""
         current = self._current()
-        return any(f" {value} " in self._text(current[d]) for d in doc_ids if d in current)
+        if self._cited(current, answer, doc_ids):
+            return True, list(doc_ids)
+        return False, self._stating(current, question, answer)
+
+    def _cited(self, current: dict[str, str], answer: str, doc_ids: list[str]) -> bool:
+        value = normalise(core_value(answer))
+        return bool(value) and any(f" {value} " in self._text(current[d]) for d in doc_ids if d in current)
 
     def _index(self, current: dict[str, str]) -> None:
         statements_: list[tuple[str, str]] = []
@@ -112,15 +126,11 @@ class SourceCheck:
                 statements_.append((doc_id, sentence))
         self._statements, self._by_word, self._indexed = statements_, dict(by_word), current
 
-    def stating(self, question: str, answer: str) -> list[str]:
-        """Documents with a sentence that states the answer's value, every name the question uses and
-        at least one of its other content words: "4410" stated for the helpdesk is not the People
-        Team's extension."""
+    def _stating(self, current: dict[str, str], question: str, answer: str) -> list[str]:
         value = normalise(core_value(answer))
         words, named = content_words(question, answer), names(question, answer)
         if not value or not words:
             return []
-        current = self._current()
         if current != self._indexed:
             self._index(current)
         candidates = set.intersection(*(self._by_word.get(w, set()) for w in value.split()))
