@@ -427,7 +427,7 @@ class Reflector:
                     mine.append((q, name))
             for q in gen:
                 if p.qualify and q and not q.lower().startswith("in the"):
-                    q = wordings.in_document(wordings._strip_title(p.qualify), q)
+                    q = wordings.in_document(p.qualify, q)
                 problem = answer_type_problem(q, f.kind) or _generated_ok(q, f, f.statement) if q else "empty"
                 if problem:
                     unit.rejected.append(Rejection(kind=kind, question=q, reason=problem))  # type: ignore[arg-type]
@@ -458,7 +458,7 @@ class Reflector:
                     unit.rejected.append(Rejection(kind="fact", question=q, reason=problem))
                     continue
                 if facts[i].qualify:
-                    q = wordings.in_document(wordings._strip_title(facts[i].qualify), q)
+                    q = wordings.in_document(facts[i].qualify, q)
                 if not _near_any(q, kept[i]):
                     probes[i] = q
         for i, (p, mine) in enumerate(zip(facts, kept)):
@@ -578,7 +578,7 @@ def _probe_problem(q: str, f: AtomicFact) -> str | None:
 def _unqualified(q: str, title: str) -> str:
     if not title:
         return q
-    prefix = f"In {wordings._the(wordings._strip_title(title))}, "
+    prefix = wordings.document_prefix(title)
     if q.startswith(prefix):
         rest = q[len(prefix):]
         return rest[0].upper() + rest[1:] if rest else rest

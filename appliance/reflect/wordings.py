@@ -100,10 +100,16 @@ def _the(title: str) -> str:
     return title if re.match(r"(?i)^(the|a|an)\b", title) else f"the {title}"
 
 
+def document_prefix(title: str) -> str:
+    """How a question tied to one document begins ("In the Travel & Expenses Policy (2024), ")."""
+    return f"In {_the(_strip_title(title))}, "
+
+
 def in_document(title: str, question: str) -> str:
     """A question tied to one document ("In the Travel & Expenses Policy (2024), what is …?"): a
-    superseded document's facts are only asked about that document. ``title``: already stripped."""
-    return f"In {_the(title)}, {question[0].lower() + question[1:]}"
+    superseded document's facts are only asked about that document. The title is stripped here
+    (:func:`_strip_title` is idempotent), so callers pass it as the document has it."""
+    return document_prefix(title) + question[0].lower() + question[1:]
 
 
 def kv_questions(f: AtomicFact, plain: bool, qualify: str = "") -> list[tuple[str, str]]:

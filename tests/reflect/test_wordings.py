@@ -117,3 +117,13 @@ def test_a_header_that_is_a_question_is_asked_as_it_stands() -> None:
     who, back = facts("| Who | How |\n|---|---|\n| Helpdesk | Extension 4410 |")
     assert kv_questions(who, plain=True) == [("Helpdesk: how?", "wh-header"), ("How — Helpdesk?", "wh-header-dash")]
     assert ("Extension 4410: who?", "wh-header-reverse-colon") in kv_questions(back, plain=True)
+
+
+def test_a_question_is_tied_to_a_document_by_its_title_as_the_document_has_it() -> None:
+    from appliance.reflect.wordings import _strip_title, document_prefix, in_document
+
+    for title in ("LEAVE POLICY V2 - HQ Wiki", "IT FAQ", "Travel & Expenses Policy (2024)", "The Sites"):
+        assert _strip_title(_strip_title(title)) == _strip_title(title)  # callers may pass a stripped title again
+    assert in_document("LEAVE POLICY V2 - HQ Wiki", "How many days?") == "In the Leave policy V2, how many days?"
+    assert in_document("Leave policy V2", "How many days?") == "In the Leave policy V2, how many days?"
+    assert document_prefix("The Sites") == "In The Sites, "
