@@ -611,10 +611,18 @@ class _Processes(click.ParamType):
 _PROCESSES = _Processes()
 
 
+def _annealed(metrics: dict) -> str:
+    """How a run's decay phase ended, for the line that reports the run."""
+    if not metrics.get("anneal"):
+        return ""
+    return ", then annealed" if metrics.get("annealed") else ", annealing not kept"
+
+
 def _eval_line(ev) -> str:  # noqa: ANN001
     held = "-" if ev.held_out is None else f"{ev.held_out:.0%}"
     trained = "-" if ev.training is None else f"{ev.training:.0%}"
-    return f"epoch {ev.epoch}: held-out recall {held}, training recall {trained} ({ev.seconds:.0f} s)"
+    label = f"epoch {ev.epoch} (annealed)" if ev.annealed else f"epoch {ev.epoch}"
+    return f"{label}: held-out recall {held}, training recall {trained} ({ev.seconds:.0f} s)"
 
 
 @cli.command()
@@ -643,7 +651,7 @@ def train(c: Ctx, method: str | None, epochs: int | None, doc_ids: tuple[str, ..
     if trained.processes > 1:
         out.print(f"trained in {trained.processes} processes ({version.lineage.get('backend')})")
     out.print(f"trained {version.id} ({version.method}) on {trained.train_pairs} pairs for {m['facts']} facts "
-              f"({trained.probes} held-out probes): {m['epochs']} epochs ({m['stopped']}), exposures per fact "
+              f"({trained.probes} held-out probes): {m['epochs']} epochs ({m['stopped']}{_annealed(m)}), exposures per fact "
               f"{exp.get('mean', 0):.0f} on average (min {exp.get('min', 0):.0f}); loss {m['train_loss_first']} → "
               f"{m['train_loss_last']}; {m['train_examples_per_second']} examples/s, {m['train_seconds']} s")
     if m.get("held_out_recall") is not None:

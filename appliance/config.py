@@ -86,8 +86,8 @@ class TrainParams:
     """Memory training. Exposures per fact are what make a small model remember: several wordings
     per fact (reflections) times the epochs here. Training stops on held-out recall (probes): after
     ``min_epochs``, when an epoch reaches ``target_recall`` or ``patience`` epochs gain less than
-    ``min_gain``; ``epochs`` is the ceiling. LoRA on every projection at a high rank, or full
-    fine-tuning (``method``, ``full_learning_rate``)."""
+    ``min_gain``; ``epochs`` is the ceiling; then ``anneal_epochs`` of decay. LoRA on every projection
+    at a high rank, or full fine-tuning (``method``, ``full_learning_rate``)."""
 
     method: str = "lora"  # lora | full
     rank: int = 64
@@ -100,6 +100,11 @@ class TrainParams:
     warmup_ratio: float = 0.05
     lr_schedule: str = "constant"  # constant | linear (decays to lr_floor × the rate at the ``epochs`` ceiling)
     lr_floor: float = 0.1
+    # warm-up, stable, decay: once the stop rule ends a constant-rate run, the best epoch's weights
+    # train this many more epochs at a rate falling linearly to 0, and are kept unless the probes say
+    # they got worse (0: off). A constant rate leaves the weights wandering between epochs; the decay
+    # settles them, without knowing the run's length in advance, which a run that stops on probes does not
+    anneal_epochs: float = 1.0
     epochs: int = 12
     min_epochs: int = 3
     target_recall: float = 0.97

@@ -136,13 +136,14 @@ def memory_stage(vault: Vault, pairs: list, console: Console):  # noqa: ANN201
 
     def on_eval(ev) -> None:  # noqa: ANN001
         held = "-" if ev.held_out is None else f"{ev.held_out:.0%}"
-        console.print(f"  after epoch {ev.epoch}: held-out recall {held}, training recall {ev.training:.0%}")
+        label = f"epoch {ev.epoch} (annealed)" if ev.annealed else f"epoch {ev.epoch}"
+        console.print(f"  after {label}: held-out recall {held}, training recall {ev.training:.0%}")
 
     version = memory_app.train(_session(vault), pairs=pairs, on_eval=on_eval,
                            progress=lambda si: step_tick(si.step, si.total, f"loss {si.loss:.3f} {si.examples_per_second:.1f} examples/s")).version
     m = version.metrics
     exp = m.get("exposures") or {}
-    console.print(f"trained {version.id}: {m['facts']} facts, {m['epochs']} epochs ({m['stopped']}), {exp.get('mean', 0):.0f} "
+    console.print(f"trained {version.id}: {m['facts']} facts, {m['epochs']} epochs ({m['stopped']}{', then annealed' if m.get('annealed') else ''}), {exp.get('mean', 0):.0f} "
                   f"exposures per fact; loss {m['train_loss_first']} → {m['train_loss_last']} in {m['train_seconds']:.0f} s")
 
     console.rule("4. GGUF export")

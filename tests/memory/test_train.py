@@ -10,8 +10,8 @@ from appliance.config import Settings, TrainParams
 from appliance.errors import MemoError
 from appliance.memory.format import SourceTable, parse, prompt, target
 from appliance.memory.model_io import adapter_files
-from appliance.memory.train import (TrainCancelled, encode, exposures, length_batches, lr_factor, source_table, split_probes,
-                                    train_memory)
+from appliance.memory.train import (TrainCancelled, decay_factor, encode, exposures, length_batches, lr_factor, source_table,
+                                    split_probes, train_memory)
 from appliance.memory.versions import get_version, list_versions
 from appliance.reflect.store import QAPair
 from appliance.vault.keys import Secret
@@ -62,6 +62,11 @@ def test_learning_rate_warms_up_then_stays_or_decays_to_its_floor() -> None:
     assert linear[-1] == pytest.approx(0.1, abs=0.01) and lr_factor(500, 4, 100, "linear", 0.1) == 0.1  # floor past the ceiling
     with pytest.raises(MemoError, match="cosine"):
         lr_factor(0, 4, 100, "cosine", 0.1)  # refused at once, not after the warm-up
+
+
+def test_anneal_rate_falls_linearly_to_zero_from_where_it_starts() -> None:
+    assert [decay_factor(s, 10, 14) for s in range(10, 15)] == [1.0, 0.75, 0.5, 0.25, 0.0]
+    assert decay_factor(10, 10, 10) == 0.0  # an empty phase never divides by zero
 
 
 def test_length_batches_cover_every_example_once_with_little_padding() -> None:
@@ -128,3 +133,35 @@ def test_train_resume_is_identical_and_nothing_plain_on_disk(vault: Vault, tmp_p
             if f.is_file():
                 data = f.read_bytes()
                 assert not any(n in data for n in needles), f
+
+
+@pytest.mark.slow
+def test_stop_rule_then_decay_from_the_best_epoch_and_resume_inside_the_decay(vault: Vault) -> None:
+    import torch
+    from safetensors.torch import load
+
+    train, probes = split_probes(PAIRS)
+    params = replace(SMALL, epochs=2, min_epochs=1, target_recall=1.01, anneal_epochs=1.0)  # 2 steps an epoch
+    rates: list[float] = []
+    evals: list = []
+    straight = train_memory(vault, train, params, actor="trainer", probes=probes, on_eval=evals.append,
+                            progress=lambda si: rates.append(si.learning_rate))
+    m = straight.metrics
+    # two epochs at the constant rate, the ceiling ends them, then one epoch decaying from the best one's weights
+    assert m["steps"] == 6 and m["stopped"] == "max epochs" and rates == pytest.approx([1e-3] * 5 + [5e-4])
+    assert [(e.epoch, e.annealed) for e in evals] == [(1, False), (2, False), (3, True)]
+    best = max(evals[:2], key=lambda e: e.held_out)  # the first of equals
+    assert m["anneal"] == {"from_epoch": best.epoch, "steps": 2}
+    kept = evals[2].held_out >= best.held_out - params.min_gain
+    assert m["annealed"] is kept and m["held_out_recall"] == (evals[2] if kept else best).held_out
+    assert m["exposures"]["min"] == (best.epoch + 1 if kept else best.epoch)
+
+    cancel = threading.Event()  # cancelled inside the decay: the re-run goes on decaying, to the same weights
+    with pytest.raises(TrainCancelled, match="5/6"):
+        train_memory(vault, train, params, actor="trainer", probes=probes,
+                     progress=lambda si: cancel.set() if si.step == 5 else None, cancel=cancel)
+    resumed = train_memory(vault, train, params, actor="trainer", probes=probes)
+    assert resumed.metrics["anneal"] == m["anneal"] and resumed.metrics["annealed"] is m["annealed"]
+    a = load(vault.read_file(adapter_files(straight.id)[0]))
+    b = load(vault.read_file(adapter_files(resumed.id)[0]))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
