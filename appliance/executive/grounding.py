@@ -70,14 +70,15 @@ def statements(text: str) -> list[str]:
 class SourceCheck:
     """Looks a memory answer's value up in the documents it cites, and else in the whole current corpus.
 
-    Texts are decrypted into RAM once per version and the sentence index is rebuilt when the
-    catalog's current documents change, so an executive that lives long (the API server, the
-    console) sees a new version at once, and a forgotten document states nothing from then on.
+    Each text object is decrypted into RAM once (its normalised whole text and its sentences kept)
+    and the sentence index is rebuilt from those when the catalog's current documents change, so an
+    executive that lives long (the API server, the console) sees a new version at once, and a
+    forgotten document states nothing from then on.
     """
 
     def __init__(self, vault: Vault) -> None:
         self.vault = vault
-        self._texts: dict[str, str] = {}  # text object id → normalised, padded text
+        self._texts: dict[str, tuple[str, list[str]]] = {}  # text object id → normalised padded text, sentences
         self._indexed: dict[str, str] | None = None  # the current documents the index was built from
         self._statements: list[tuple[str, str]] = []  # (doc id, sentence)
         self._by_word: dict[str, set[int]] = {}
@@ -89,9 +90,11 @@ class SourceCheck:
                 "SELECT v.doc_id, v.text_oid FROM versions v JOIN documents d ON d.id = v.doc_id "
                 "WHERE v.status='current' AND d.forgotten_at IS NULL ORDER BY v.doc_id")}
 
-    def _text(self, oid: str) -> str:
+    def _read(self, oid: str) -> tuple[str, list[str]]:
+        """A text object's normalised whole text (the cited check) and sentences (the index): one decryption."""
         if oid not in self._texts:
-            self._texts[oid] = f" {normalise(self.vault.get_object(oid).decode())} "
+            text = self.vault.get_object(oid).decode()
+            self._texts[oid] = (f" {normalise(text)} ", statements(text))
         return self._texts[oid]
 
     def __call__(self, answer: str, doc_ids: list[str]) -> bool:
@@ -114,13 +117,13 @@ class SourceCheck:
 
     def _cited(self, current: dict[str, str], answer: str, doc_ids: list[str]) -> bool:
         value = normalise(core_value(answer))
-        return bool(value) and any(f" {value} " in self._text(current[d]) for d in doc_ids if d in current)
+        return bool(value) and any(f" {value} " in self._read(current[d])[0] for d in doc_ids if d in current)
 
     def _index(self, current: dict[str, str]) -> None:
         statements_: list[tuple[str, str]] = []
         by_word: dict[str, set[int]] = defaultdict(set)
         for doc_id, oid in current.items():
-            for sentence in statements(self.vault.get_object(oid).decode()):
+            for sentence in self._read(oid)[1]:
                 for w in set(sentence.split()):
                     by_word[w].add(len(statements_))
                 statements_.append((doc_id, sentence))

@@ -51,3 +51,27 @@ def test_a_wrong_citation_is_corrected_to_the_document_that_states_the_value(vau
     forget_document(vault, ids["Onboarding"])
     # a forgotten document states nothing, also to a check that read it before (a long-lived API executive)
     assert check.stating(question, "Heron 2") == [] and not check("Heron 2", [ids["Onboarding"]])
+
+
+def test_each_text_is_decrypted_once_for_both_checks_and_again_only_when_new(vault: Vault, tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("# Helpdesk\nThe helpdesk phone extension is 4410.\n")
+    (tmp_path / "b.md").write_text("# Sites\nKestrel Yard opens at 05:00.\n")
+    ingest(vault, [tmp_path / "a.md", tmp_path / "b.md"])
+    ids = {d.title: d.id for d in list_documents(vault)}
+    check = SourceCheck(vault)
+    opened: list[str] = []
+    get_object = vault.get_object
+
+    def counted(oid: str) -> bytes:
+        opened.append(oid)
+        return get_object(oid)
+
+    vault.get_object = counted  # type: ignore[method-assign]
+    question = "What is the helpdesk phone extension?"
+    assert check.verify(question, "4410", [ids["Sites"]]) == (False, [ids["Helpdesk"]])  # cited check, then the index
+    assert check.verify(question, "4410", [ids["Helpdesk"]]) == (True, [ids["Helpdesk"]])
+    assert len(opened) == len(set(opened)) == 2  # each document once, for the whole text and the sentences alike
+    (tmp_path / "c.md").write_text("# Canteen\nThe canteen opens at 11:30.\n")
+    ingest(vault, [tmp_path / "c.md"])
+    assert check.stating("When does the canteen open?", "11:30") == [d.id for d in list_documents(vault) if d.title == "Canteen"]
+    assert len(opened) == 3  # the index is rebuilt for the new document; the others are not decrypted again
