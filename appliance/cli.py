@@ -611,13 +611,6 @@ class _Processes(click.ParamType):
 _PROCESSES = _Processes()
 
 
-def _annealed(metrics: dict) -> str:
-    """How a run's decay phase ended, for the line that reports the run."""
-    if not metrics.get("anneal"):
-        return ""
-    return ", then annealed" if metrics.get("annealed") else ", annealing not kept"
-
-
 def _eval_line(ev) -> str:  # noqa: ANN001
     held = "-" if ev.held_out is None else f"{ev.held_out:.0%}"
     trained = "-" if ev.training is None else f"{ev.training:.0%}"
@@ -637,6 +630,7 @@ def train(c: Ctx, method: str | None, epochs: int | None, doc_ids: tuple[str, ..
           as_json: bool) -> None:
     """Fine-tune a memory version on the reflections (CUDA if present; several GPUs with --processes; resumable)."""
     from appliance.app.memory import train as run_train
+    from appliance.memory.train import stop_summary
 
     session = c.session()
     with progress_bar("train") as bar:
@@ -651,7 +645,7 @@ def train(c: Ctx, method: str | None, epochs: int | None, doc_ids: tuple[str, ..
     if trained.processes > 1:
         out.print(f"trained in {trained.processes} processes ({version.lineage.get('backend')})")
     out.print(f"trained {version.id} ({version.method}) on {trained.train_pairs} pairs for {m['facts']} facts "
-              f"({trained.probes} held-out probes): {m['epochs']} epochs ({m['stopped']}{_annealed(m)}), exposures per fact "
+              f"({trained.probes} held-out probes): {m['epochs']} epochs ({stop_summary(m)}), exposures per fact "
               f"{exp.get('mean', 0):.0f} on average (min {exp.get('min', 0):.0f}); loss {m['train_loss_first']} → "
               f"{m['train_loss_last']}; {m['train_examples_per_second']} examples/s, {m['train_seconds']} s")
     if m.get("held_out_recall") is not None:

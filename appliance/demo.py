@@ -121,7 +121,7 @@ def memory_stage(vault: Vault, pairs: list, console: Console):  # noqa: ANN201
 
     Returns (version, train_pairs, probes).
     """
-    from appliance.memory.train import split_probes
+    from appliance.memory.train import split_probes, stop_summary
     from appliance.memory.versions import list_versions, promoted
 
     train_pairs, probes = split_probes(pairs)
@@ -143,7 +143,7 @@ def memory_stage(vault: Vault, pairs: list, console: Console):  # noqa: ANN201
                            progress=lambda si: step_tick(si.step, si.total, f"loss {si.loss:.3f} {si.examples_per_second:.1f} examples/s")).version
     m = version.metrics
     exp = m.get("exposures") or {}
-    console.print(f"trained {version.id}: {m['facts']} facts, {m['epochs']} epochs ({m['stopped']}{', then annealed' if m.get('annealed') else ''}), {exp.get('mean', 0):.0f} "
+    console.print(f"trained {version.id}: {m['facts']} facts, {m['epochs']} epochs ({stop_summary(m)}), {exp.get('mean', 0):.0f} "
                   f"exposures per fact; loss {m['train_loss_first']} → {m['train_loss_last']} in {m['train_seconds']:.0f} s")
 
     console.rule("4. GGUF export")

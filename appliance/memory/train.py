@@ -216,6 +216,14 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str, floor: float) -
     return max(floor, 1.0 - (1.0 - floor) * (step - warmup) / max(1, total - warmup))
 
 
+def stop_summary(metrics: dict[str, Any]) -> str:
+    """Why a run ended and what came of its decay phase, for the line that reports it."""
+    stopped = metrics.get("stopped", "")
+    if not metrics.get("anneal"):
+        return stopped
+    return f"{stopped}, then annealed" if metrics.get("annealed") else f"{stopped}; the decay not kept (probes recalled less)"
+
+
 def decay_factor(step: int, start: int, end: int) -> float:
     """The learning rate's share in the anneal phase ``[start, end)``: 1 at its first step, falling
     linearly to 1/(end - start) at its last (the next step would be 0)."""
@@ -412,7 +420,7 @@ def train_memory(
 
     def end_anneal() -> str:
         """After the decay phase: ask the probes; keep its weights unless they recall less than the
-        best epoch's by more than ``min_gain`` (one probe is noise, not a reason to undo the decay)."""
+        best epoch's by more than ``min_gain`` (on a few dozen probes one probe is already more)."""
         t = time.monotonic()
         held = _recall(model, tok, eval_probes, table)
         trained = _recall(model, tok, train_sample, table)

@@ -165,3 +165,12 @@ def test_stop_rule_then_decay_from_the_best_epoch_and_resume_inside_the_decay(va
     a = load(vault.read_file(adapter_files(straight.id)[0]))
     b = load(vault.read_file(adapter_files(resumed.id)[0]))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_stop_summary_says_what_came_of_the_decay() -> None:
+    from appliance.memory.train import stop_summary
+
+    assert stop_summary({"stopped": "plateau"}) == "plateau"  # no decay phase (a linear schedule, the target reached)
+    assert stop_summary({"stopped": "plateau", "anneal": {"from_epoch": 5, "steps": 121}, "annealed": True}) == "plateau, then annealed"
+    assert stop_summary({"stopped": "max epochs", "anneal": {"from_epoch": 5, "steps": 121}, "annealed": False}) == \
+        "max epochs; the decay not kept (probes recalled less)"
