@@ -614,8 +614,7 @@ _PROCESSES = _Processes()
 def _eval_line(ev) -> str:  # noqa: ANN001
     held = "-" if ev.held_out is None else f"{ev.held_out:.0%}"
     trained = "-" if ev.training is None else f"{ev.training:.0%}"
-    label = f"epoch {ev.epoch} (annealed)" if ev.annealed else f"epoch {ev.epoch}"
-    return f"{label}: held-out recall {held}, training recall {trained} ({ev.seconds:.0f} s)"
+    return f"{ev.label}: held-out recall {held}, training recall {trained} ({ev.seconds:.0f} s)"
 
 
 @cli.command()

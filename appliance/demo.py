@@ -136,8 +136,7 @@ def memory_stage(vault: Vault, pairs: list, console: Console):  # noqa: ANN201
 
     def on_eval(ev) -> None:  # noqa: ANN001
         held = "-" if ev.held_out is None else f"{ev.held_out:.0%}"
-        label = f"epoch {ev.epoch} (annealed)" if ev.annealed else f"epoch {ev.epoch}"
-        console.print(f"  after {label}: held-out recall {held}, training recall {ev.training:.0%}")
+        console.print(f"  after {ev.label}: held-out recall {held}, training recall {ev.training:.0%}")
 
     version = memory_app.train(_session(vault), pairs=pairs, on_eval=on_eval,
                            progress=lambda si: step_tick(si.step, si.total, f"loss {si.loss:.3f} {si.examples_per_second:.1f} examples/s")).version

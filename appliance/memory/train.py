@@ -77,6 +77,10 @@ class EpochEval:
     seconds: float
     annealed: bool = False  # after the decay phase (its weights are kept unless worse than the best epoch's)
 
+    @property
+    def label(self) -> str:
+        return f"epoch {self.epoch} (annealed)" if self.annealed else f"epoch {self.epoch}"
+
 
 @dataclass
 class TrainReport:
@@ -344,6 +348,12 @@ def train_memory(
             return get_peft_model_state_dict(model)
         return {k: v for k, v in model.state_dict().items()}
 
+    def load_trainable(state: dict[str, Any]) -> None:
+        if params.method == "lora":
+            set_peft_model_state_dict(model, state)
+        else:
+            model.load_state_dict(state)
+
     step = 0
     losses: list[float] = []
     evals: list[EpochEval] = []
@@ -353,10 +363,7 @@ def train_memory(
     best: dict[str, Any] = {"epoch": None, "recall": -1.0, "state": None}
     if vault.file_exists(ckpt_name):
         ck = state_from_bytes(vault.read_file(ckpt_name))
-        if params.method == "lora":
-            set_peft_model_state_dict(model, ck["weights"])
-        else:
-            model.load_state_dict(ck["weights"])
+        load_trainable(ck["weights"])
         optim.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         torch.set_rng_state(ck["rng"])
@@ -405,17 +412,15 @@ def train_memory(
     def begin_anneal(reason: str) -> bool:
         """Start the decay phase from the best epoch's weights (on every rank); False when it does
         not apply: off, a schedule that already decays, the target reached, a time budget, no probes."""
-        if (params.anneal_epochs <= 0 or params.lr_schedule != "constant" or reason not in ("plateau", "max epochs")
-                or not world.agree(lambda: best["state"] is not None)):
+        if params.anneal_epochs <= 0 or params.lr_schedule != "constant" or reason not in ("plateau", "max epochs"):
             return False
-        state = world.agree(lambda: best["state"])
-        if params.method == "lora":
-            set_peft_model_state_dict(model, state)
-        else:
-            model.load_state_dict(state)
+        from_epoch, state = world.agree(lambda: (best["epoch"], best["state"]))  # rank 0 holds them
+        if state is None:
+            return False
+        load_trainable(state)
         # the rate the scheduler set for this step was the constant one: decay_factor(start) is 1 as well
         anneal.update(start=step, end=step + max(1, round(per_epoch * params.anneal_epochs)),
-                      from_epoch=world.agree(lambda: best["epoch"]), reason=reason)
+                      from_epoch=from_epoch, reason=reason)
         return True
 
     def end_anneal() -> str:
@@ -484,10 +489,7 @@ def train_memory(
     last_epoch = evals[-1].epoch if evals else None
     annealed = anneal["start"] is not None and best["state"] is None  # the decay's weights, in the model, were kept
     if best["state"] is not None and best["epoch"] != last_epoch:
-        if params.method == "lora":
-            set_peft_model_state_dict(model, best["state"])
-        else:
-            model.load_state_dict(best["state"])
+        load_trainable(best["state"])
     epochs_run = math.ceil(step / per_epoch)
     if annealed:  # the epoch it started from, and the decay's share of an epoch on top
         kept_epoch = anneal["from_epoch"]
