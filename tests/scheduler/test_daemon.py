@@ -163,6 +163,10 @@ def _kill_trial(tmp_path: Path, tiny_gguf: Path, trial: int, kill_at: int) -> bo
     try:
         cand = wait_for(lambda: [v for v in pending(vault) if v.status == "candidate"], 300,
                         f"the resumed training (trial {trial})", proc, log, every=0.5)
+        # the candidate is recorded a moment before its run is closed: a stop in between would
+        # (rightly) leave the run to be re-run at the next start, which is not what this checks
+        wait_for(lambda: not [r for r in runs.running() if r["job"] == "retrain"], 60,
+                 f"the resumed run to close (trial {trial})", proc, log, every=0.2)
     finally:
         stop(proc)
     assert len(cand) == 1 and cand[0].metrics["steps"] == total and cand[0].metrics["train_loss_last"] > 0
