@@ -220,6 +220,12 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str, floor: float) -
     return max(floor, 1.0 - (1.0 - floor) * (step - warmup) / max(1, total - warmup))
 
 
+def decay_tolerance(params: TrainParams, n_probes: int) -> float:
+    """How much less held-out recall the decayed weights may have and still be kept: ``min_gain``,
+    or one probe where that is more."""
+    return max(params.min_gain, 1 / n_probes) if n_probes else params.min_gain
+
+
 def stop_summary(metrics: dict[str, Any]) -> str:
     """Why a run ended and what came of its decay phase, for the line that reports it."""
     stopped = metrics.get("stopped", "")
@@ -425,13 +431,15 @@ def train_memory(
 
     def end_anneal() -> str:
         """After the decay phase: ask the probes; keep its weights unless they recall less than the
-        best epoch's by more than ``min_gain`` (on a few dozen probes one probe is already more)."""
+        best epoch's by more than :func:`decay_tolerance` — ``min_gain``, or one probe where that is
+        more (on 33 probes one is 3 points): a lone probe is below what the probes can resolve, and
+        the decay is the schedule's planned end, not a candidate the probes must prove."""
         t = time.monotonic()
         held = _recall(model, tok, eval_probes, table)
         trained = _recall(model, tok, train_sample, table)
         ev = EpochEval(math.ceil(step / per_epoch), held, trained, round(time.monotonic() - t, 1), annealed=True)
         evals.append(ev)
-        if held is not None and held >= best["recall"] - params.min_gain:
+        if held is not None and held >= best["recall"] - decay_tolerance(params, len(eval_probes)):
             best.update(epoch=ev.epoch, recall=held, state=None)  # the model holds them
         if on_eval:
             on_eval(ev)

@@ -10,7 +10,7 @@ from appliance.config import Settings, TrainParams
 from appliance.errors import MemoError
 from appliance.memory.format import SourceTable, parse, prompt, target
 from appliance.memory.model_io import adapter_files
-from appliance.memory.train import (TrainCancelled, decay_factor, encode, exposures, length_batches, lr_factor, source_table,
+from appliance.memory.train import (TrainCancelled, decay_factor, decay_tolerance, encode, exposures, length_batches, lr_factor, source_table,
                                     split_probes, train_memory)
 from appliance.memory.versions import get_version, list_versions
 from appliance.reflect.store import QAPair
@@ -152,7 +152,7 @@ def test_stop_rule_then_decay_from_the_best_epoch_and_resume_inside_the_decay(va
     assert [(e.epoch, e.annealed) for e in evals] == [(1, False), (2, False), (3, True)]
     best = max(evals[:2], key=lambda e: e.held_out)  # the first of equals
     assert m["anneal"] == {"from_epoch": best.epoch, "steps": 2}
-    kept = evals[2].held_out >= best.held_out - params.min_gain
+    kept = evals[2].held_out >= best.held_out - decay_tolerance(params, len(probes))
     assert m["annealed"] is kept and m["held_out_recall"] == (evals[2] if kept else best).held_out
     assert m["exposures"]["min"] == (best.epoch + 1 if kept else best.epoch)
 
@@ -174,3 +174,10 @@ def test_stop_summary_says_what_came_of_the_decay() -> None:
     assert stop_summary({"stopped": "plateau", "anneal": {"from_epoch": 5, "steps": 121}, "annealed": True}) == "plateau, then annealed"
     assert stop_summary({"stopped": "max epochs", "anneal": {"from_epoch": 5, "steps": 121}, "annealed": False}) == \
         "max epochs; the decay not kept (probes recalled less)"
+
+
+def test_decay_tolerance_is_one_probe_where_that_is_more_than_min_gain() -> None:
+    params = TrainParams(min_gain=0.01)
+    assert decay_tolerance(params, 33) == pytest.approx(1 / 33)  # the demo's probes: one is 3 points
+    assert decay_tolerance(params, 160) == 0.01  # on 160 probes min_gain is already more than one
+    assert decay_tolerance(params, 0) == 0.01
