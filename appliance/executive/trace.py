@@ -15,7 +15,7 @@ class SubAnswer:
     sources: list[str]
     seconds: float
     hop: int = 0
-    confidence: float = 1.0  # the memory's own: probability of its least likely answer token
+    confidence: float = 1.0  # the memory's own: probability of its least likely answer token (citation excluded)
     grounded: bool | None = None  # a document now given in ``sources`` states the value (None: not checked)
     cited: bool | None = None  # the memory's own citation stated it (False: corrected to the documents that do)
 

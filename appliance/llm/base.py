@@ -62,7 +62,9 @@ class ChatResult:
     """A model's answer plus what it cost; ``seed`` is the one actually used, for replay.
 
     ``token_logprobs``: the log-probability of each generated token, where the caller asked for it
-    (the memory's confidence in its answer); None otherwise.
+    (the memory's confidence in its answer); None otherwise. ``token_starts``: the byte offset in
+    ``text`` (UTF-8) at which each of those tokens begins (the end of the turn: at the text's end),
+    so a caller can tell which part of the answer a token said.
     """
 
     text: str
@@ -71,6 +73,7 @@ class ChatResult:
     model: str
     seed: int | None = None
     token_logprobs: tuple[float, ...] | None = None
+    token_starts: tuple[int, ...] | None = None
 
     def json(self) -> Any:
         """The answer parsed as JSON (for schema-constrained calls)."""

@@ -215,6 +215,7 @@ class _Slot:
     text: bytearray = field(default_factory=bytearray)
     recent: deque[int] = field(default_factory=deque)  # penalty window of the greedy fast path
     logprobs: list[float] = field(default_factory=list)  # of each chosen token, when the request asks
+    starts: list[int] = field(default_factory=list)  # the byte offset in ``text`` at which each of them begins
 
 
 @dataclass
@@ -227,6 +228,7 @@ class _Raw:
     seconds: float
     seed: int | None
     logprobs: tuple[float, ...] | None = None
+    starts: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -539,6 +541,7 @@ class LlamaCppModel:
                 model=self.identity,
                 seed=r.seed,
                 token_logprobs=r.logprobs,
+                token_starts=r.starts,
             )
             for r in raws
         ]
@@ -861,6 +864,7 @@ class LlamaCppModel:
         if slot.request.logprobs:  # of the model's own distribution (before any penalty)
             top = float(logits.max())
             slot.logprobs.append(float(logits[token]) - top - float(np.log(np.exp(logits - top, dtype=np.float64).sum())))
+            slot.starts.append(len(slot.text))
         return token
 
     def _sample(self, ctx: Any, slot: _Slot) -> FinishReason | None:
@@ -897,4 +901,5 @@ class LlamaCppModel:
             seconds=time.monotonic() - started,
             seed=slot.request.seed,
             logprobs=tuple(slot.logprobs) if slot.request.logprobs else None,
+            starts=tuple(slot.starts) if slot.request.logprobs else None,
         )

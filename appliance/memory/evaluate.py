@@ -147,8 +147,15 @@ class TransformersChat:
         for n, (row, p) in enumerate(zip(seqs.tolist(), prompts)):
             cut = next((i for i, t in enumerate(row) if t in stops), None)
             body = row if cut is None else row[:cut]
-            text = tok.decode(body, skip_special_tokens=True).strip()
+            raw = tok.decode(body, skip_special_tokens=True)
+            text = raw.strip()
             lp = tuple(chosen[n][: len(body) + (cut is not None)]) if chosen is not None else None
+            starts = None
+            if lp is not None:  # where each token begins in the (stripped) text, as llama.cpp reports it
+                lead = len(raw) - len(raw.lstrip())
+                starts = tuple(max(0, len(tok.decode(body[:i], skip_special_tokens=True).encode()) - lead)
+                               for i in range(len(lp)))
             results.append(ChatResult(text, "length" if cut is None else "stop",
-                                      GenerationStats(len(p), len(body), seconds), self._identity, token_logprobs=lp))
+                                      GenerationStats(len(p), len(body), seconds), self._identity, token_logprobs=lp,
+                                      token_starts=starts))
         return results

@@ -5,9 +5,10 @@ Every door that asks the memory (the executive, ``memo memory ask``, evaluation,
 memory-alone system, candidate evaluation) comes through :class:`Memory`, so the memory is always
 asked in the form it was trained on (:mod:`appliance.memory.format`), greedily.
 
-*Confidence* is the probability of the least likely token the memory generated (its answer, the
-source reference and the end of the answer): a memorised fact comes back with every token near 1,
-while a made-up value has at least one token the model hesitated over. The executive uses it to
+*Confidence* is the probability of the least likely token of the memory's answer (its source
+reference and the end of the turn left out: the grounding check judges the citation): a memorised
+fact comes back with every token near 1, while a made-up value has at least one token the model
+hesitated over. The executive uses it to
 abstain rather than state an invented value (``bench/abstention.py`` measures the trade-off).
 """
 
@@ -54,11 +55,25 @@ class Backend(Protocol):
                       logprobs: bool = False) -> list[Any]: ...
 
 
-def confidence(logprobs: Sequence[float] | None) -> float:
-    """The least likely generated token's probability (1.0 when the backend reports none)."""
+def confidence(logprobs: Sequence[float] | None, starts: Sequence[int] | None = None, upto: int | None = None) -> float:
+    """The least likely token's probability among those that say the answer: the tokens beginning
+    before byte ``upto`` of the text (the answer without its source reference), all of them when the
+    offsets are not known; 1.0 when the backend reports none. The source index and the end of the
+    turn are left out because the grounding check judges the citation on its own (a wrong index
+    is corrected to the document that states the value) and is no doubt about the value itself."""
     if not logprobs:
         return 1.0
+    if starts is not None and upto is not None and len(starts) == len(logprobs):
+        said = [lp for lp, at in zip(logprobs, starts) if at < upto]
+        if said:
+            return math.exp(min(said))
     return math.exp(min(logprobs))
+
+
+def answer_bytes(text: str, answer: str) -> int | None:
+    """Where the answer ends in the generated text (bytes): what comes after is its source reference."""
+    at = text.find(answer) if answer else -1
+    return len(text[: at + len(answer)].encode()) if at >= 0 else None
 
 
 class Memory:
@@ -94,7 +109,8 @@ class Memory:
                 answer, refs = fmt.parse(r.text)
                 sources = self.table.resolve(refs)
             lp = tuple(r.token_logprobs or ())
-            out.append(Recall(q, answer, sources, round(confidence(lp), 4), round(seconds, 3), r.stats.prompt_tokens,
+            sure = confidence(lp, r.token_starts, None if self.legacy else answer_bytes(r.text, answer))
+            out.append(Recall(q, answer, sources, round(sure, 4), round(seconds, 3), r.stats.prompt_tokens,
                               r.stats.completion_tokens, lp))
         return out
 

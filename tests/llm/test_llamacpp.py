@@ -239,10 +239,15 @@ def test_logprobs_of_greedy_tokens(bundled_model: LlamaCppModel) -> None:
     plain = bundled_model.complete_many(prompts, max_tokens=16, stop=[TURN_END], special=True)
     scored = bundled_model.complete_many(prompts, max_tokens=16, stop=[TURN_END], special=True, logprobs=True)
     assert [r.text for r in scored] == [r.text for r in plain] and plain[0].token_logprobs is None
+    assert plain[0].token_starts is None
     for r in scored:
         lp = r.token_logprobs
         assert lp is not None and all(x <= 1e-6 for x in lp)
         assert len(lp) == r.stats.completion_tokens + (r.finish_reason == "stop")
+        starts, n = r.token_starts, len(r.text.encode())  # where each token begins in the text (bytes)
+        assert starts is not None and len(starts) == len(lp) and starts[0] == 0
+        assert all(a < b for a, b in zip(starts[: r.stats.completion_tokens], starts[1:]))  # every piece has bytes
+        assert starts[r.stats.completion_tokens - 1] < n and (r.finish_reason != "stop" or starts[-1] == n)
     alone = bundled_model.complete(prompts[1], max_tokens=16, stop=[TURN_END], special=True, logprobs=True)
     assert alone.token_logprobs == pytest.approx(scored[1].token_logprobs, abs=1e-5)
     with pytest.raises(MemoError, match="greedy"):
