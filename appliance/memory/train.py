@@ -222,8 +222,12 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str, floor: float) -
 
 def decay_tolerance(params: TrainParams, n_probes: int) -> float:
     """How much less held-out recall the decayed weights may have and still be kept: ``min_gain``,
-    or one probe where that is more."""
-    return max(params.min_gain, 1 / n_probes) if n_probes else params.min_gain
+    or one probe where that is more — plus the recalls' rounding to 4 decimals, so that exactly one
+    probe less is within it (24/33 − 23/33 is not 1/33 in rounded floats)."""
+    return (max(params.min_gain, 1 / n_probes) if n_probes else params.min_gain) + RECALL_ROUNDING
+
+
+RECALL_ROUNDING = 1e-4  # held-out and training recall are reported to 4 decimals (memory.evaluate)
 
 
 def stop_summary(metrics: dict[str, Any]) -> str:
