@@ -16,6 +16,8 @@ from appliance.memory.recall import DEFAULT_MAX_TOKENS, Memory
 from appliance.memory.probes import Probe
 from appliance.reflect.validate import normalise
 
+SHARE_DIGITS = 4  # recalls and other shares are reported rounded to this many decimals
+
 
 @dataclass
 class ProbeOutcome:
@@ -71,12 +73,13 @@ def evaluate(memory: Memory, probes: list[Probe], progress: Callable[[int, int],
     per_doc: dict[str, dict[str, float]] = {}
     for doc in sorted({d for o in outcomes for d in o.doc_ids}):
         mine = [o for o in outcomes if doc in o.doc_ids]
-        per_doc[doc] = {"probes": len(mine), "contains": round(sum(o.contains for o in mine) / len(mine), 4),
-                        "exact": round(sum(o.exact for o in mine) / len(mine), 4)}
+        per_doc[doc] = {"probes": len(mine), "contains": round(sum(o.contains for o in mine) / len(mine), SHARE_DIGITS),
+                        "exact": round(sum(o.exact for o in mine) / len(mine), SHARE_DIGITS)}
     return EvalReport(
         model=memory.identity, probes=len(outcomes),
-        contains=round(sum(o.contains for o in outcomes) / n, 4), exact=round(sum(o.exact for o in outcomes) / n, 4),
-        source_accuracy=round(sum(o.source_correct for o in outcomes) / n, 4), per_document=per_doc,
+        contains=round(sum(o.contains for o in outcomes) / n, SHARE_DIGITS),
+        exact=round(sum(o.exact for o in outcomes) / n, SHARE_DIGITS),
+        source_accuracy=round(sum(o.source_correct for o in outcomes) / n, SHARE_DIGITS), per_document=per_doc,
         seconds=round(time.monotonic() - started, 2), outcomes=outcomes,
     )
 

@@ -43,6 +43,7 @@ from appliance.errors import MemoError
 from appliance.memory import format as fmt
 from appliance.memory.distributed import ShardedStep, World
 from appliance.memory.distributed import setup as join_world
+from appliance.memory.evaluate import SHARE_DIGITS
 from appliance.memory.model_io import Loaded, load_base, load_version, save_adapter, save_full, state_bytes, state_from_bytes
 from appliance.memory.probes import Probe, split_probes  # noqa: F401 - split_probes is re-exported for callers
 from appliance.memory.versions import MemoryVersion, create_version
@@ -222,12 +223,10 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str, floor: float) -
 
 def decay_tolerance(params: TrainParams, n_probes: int) -> float:
     """How much less held-out recall the decayed weights may have and still be kept: ``min_gain``,
-    or one probe where that is more — plus the recalls' rounding to 4 decimals, so that exactly one
+    or one probe where that is more — plus the recalls' rounding (``SHARE_DIGITS``), so that exactly one
     probe less is within it (24/33 − 23/33 is not 1/33 in rounded floats)."""
-    return (max(params.min_gain, 1 / n_probes) if n_probes else params.min_gain) + RECALL_ROUNDING
-
-
-RECALL_ROUNDING = 1e-4  # held-out and training recall are reported to 4 decimals (memory.evaluate)
+    # two rounded recalls differ from their exact difference by up to one unit of the last digit
+    return (max(params.min_gain, 1 / n_probes) if n_probes else params.min_gain) + 10.0 ** -SHARE_DIGITS
 
 
 def stop_summary(metrics: dict[str, Any]) -> str:

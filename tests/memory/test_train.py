@@ -8,6 +8,7 @@ import pytest
 
 from appliance.config import Settings, TrainParams
 from appliance.errors import MemoError
+from appliance.memory.evaluate import SHARE_DIGITS
 from appliance.memory.format import SourceTable, parse, prompt, target
 from appliance.memory.model_io import adapter_files
 from appliance.memory.train import (TrainCancelled, decay_factor, decay_tolerance, encode, exposures, length_batches, lr_factor, source_table,
@@ -183,7 +184,7 @@ def test_decay_tolerance_is_one_probe_where_that_is_more_than_min_gain() -> None
     assert decay_tolerance(params, 0) == pytest.approx(0.01, abs=2e-4)
     for n in range(1, 200):  # exactly one probe less is kept, recalls rounded as evaluate() reports them
         for right in range(1, n + 1):
-            best, one_less = round(right / n, 4), round((right - 1) / n, 4)
+            best, one_less = round(right / n, SHARE_DIGITS), round((right - 1) / n, SHARE_DIGITS)
             assert one_less >= best - decay_tolerance(params, n)
             if right >= 2 and n <= 100:  # where one probe is at least min_gain, two less are not kept
-                assert round((right - 2) / n, 4) < best - decay_tolerance(params, n)
+                assert round((right - 2) / n, SHARE_DIGITS) < best - decay_tolerance(params, n)
