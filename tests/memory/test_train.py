@@ -142,7 +142,7 @@ def test_stop_rule_then_decay_from_the_best_epoch_and_resume_inside_the_decay(va
     from safetensors.torch import load
 
     train, probes = split_probes(PAIRS)
-    params = replace(SMALL, epochs=2, min_epochs=1, target_recall=1.01, anneal_epochs=1.0)  # 2 steps an epoch
+    params = replace(SMALL, epochs=2, min_epochs=1, target_recall=1.01, anneal_epochs=1.0, patience=2)  # 2 steps an epoch
     rates: list[float] = []
     evals: list = []
     straight = train_memory(vault, train, params, actor="trainer", probes=probes, on_eval=evals.append,
