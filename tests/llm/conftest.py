@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
 import pytest
 
 from appliance.config import Settings
+from appliance.llm.base import ChatModel, ChatResult
 from appliance.llm.llamacpp import LlamaCppModel, LlamaCppOptions
 from appliance.llm.registry import ModelRegistry
 from appliance.vault.keys import Secret
@@ -19,6 +21,19 @@ from tests.conftest import FAST_KDF, PASSPHRASE
 # Small contexts keep the model's memory low on a shared 2-core box.
 TEST_OPTIONS = LlamaCppOptions(n_ctx=1024, max_parallel=4)
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
+# A sound model answers these; one greedy path can flip with the CPU's kernels (on an AVX2-only EPYC
+# "What is the capital of France?" turns into French prose), so a model must get most, not each one.
+KNOWN = [("What is the capital of France?", "Paris"), ("What is the capital city of France?", "Paris"),
+         ("What is the capital of Germany?", "Berlin")]
+
+
+def ask_known(model: ChatModel, **kwargs: Any) -> list[tuple[ChatResult, bool]]:
+    """Each question of ``KNOWN`` asked in turn: its result, and whether it holds the answer."""
+    out = []
+    for question, answer in KNOWN:
+        result = model.chat([SYSTEM, {"role": "user", "content": question}], max_tokens=32, **kwargs)
+        out.append((result, answer in result.text))
+    return out
 
 
 def write_tiny_gguf(path: Path, value: float = 0.0) -> Path:

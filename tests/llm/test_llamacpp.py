@@ -17,7 +17,7 @@ from appliance.llm.llamacpp import LlamaCppModel, _common
 from appliance.llm.registry import ModelRegistry
 from appliance.reflect.prompts import paraphrase_prompt, question_prompt
 from appliance.vault.store import Vault
-from tests.llm.conftest import SYSTEM, TEST_OPTIONS
+from tests.llm.conftest import SYSTEM, TEST_OPTIONS, ask_known
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +32,9 @@ QA_SCHEMA = {
 
 def test_bundled_model_answers(bundled_model: LlamaCppModel) -> None:
     assert isinstance(bundled_model, ChatModel)
-    result = bundled_model.chat(CAPITAL, max_tokens=32)
-    assert "Paris" in result.text
+    right = [r for r, ok in ask_known(bundled_model) if ok]
+    assert len(right) >= 2
+    result = right[0]
     assert result.finish_reason == "stop"
     assert result.stats.prompt_tokens > 10 and 0 < result.stats.completion_tokens < 32
     assert result.stats.seconds > 0 and result.stats.tokens_per_second > 0
@@ -106,7 +107,7 @@ def test_vault_model_runs_from_ram_only(vault: Vault, bundled_gguf: Path) -> Non
     with LlamaCppModel.load(registry, "memory-test", TEST_OPTIONS) as model:
         maps = Path("/proc/self/maps").read_text()
         assert "/memfd:memo-memory-test" in maps  # weights mapped from the anonymous memfd
-        assert "Paris" in model.chat(CAPITAL, max_tokens=32).text
+        assert sum(ok for _, ok in ask_known(model)) >= 2
         assert model.identity.startswith("llamacpp:memory-test@")
         # No plaintext copy anywhere under the appliance home or the temp dir (first MiB of the GGUF).
         head = bundled_gguf.read_bytes()[: 1 << 20]

@@ -21,7 +21,7 @@ from appliance.llm.base import ChatModel
 from appliance.llm.openai_compat import OpenAICompatModel
 from appliance.policy import load_policy
 from appliance.vault.store import Vault
-from tests.llm.conftest import SYSTEM
+from tests.llm.conftest import SYSTEM, ask_known
 
 REPO = Path(__file__).resolve().parents[2]
 CAPITAL = [SYSTEM, {"role": "user", "content": "What is the capital of France?"}]
@@ -226,15 +226,16 @@ def test_approved_endpoint_answers_and_is_audited(tmp_path: Path, vault: Vault, 
     model = OpenAICompatModel.from_policy(policy, "approved", "executive", vault)
     assert isinstance(model, ChatModel)
 
-    result = model.chat(CAPITAL, max_tokens=32, temperature=0.0)
-    assert "Paris" in result.text
+    answered = ask_known(model, temperature=0.0)
+    assert sum(ok for _, ok in answered) >= 2
+    result = answered[0][0]
     assert result.stats.prompt_tokens > 0 and result.stats.completion_tokens > 0
     schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
     ask = [SYSTEM, {"role": "user", "content": "Which city is the capital of France? Reply in JSON."}]
     assert isinstance(model.chat(ask, max_tokens=48, json_schema=schema).json()["city"], str)
 
     calls = [e for e in vault.audit.entries() if e.action == "llm.external.chat"]
-    assert len(calls) == 2
+    assert len(calls) == len(answered) + 1
     first = calls[0].details
     assert calls[0].target == "approved"
     assert first["url"] == llama_server and first["model"] == "smollm2" and first["purpose"] == "executive"
