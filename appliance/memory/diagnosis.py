@@ -21,7 +21,7 @@ from appliance.memory.evaluate import EvalReport, evaluate
 from appliance.memory.recall import Memory
 from appliance.memory.probes import Probe, split_probes
 from appliance.memory.versions import MemoryVersion
-from appliance.reflect.store import QAPair, load_units
+from appliance.reflect.store import QAPair, content_order, load_units
 from appliance.vault.store import Vault
 
 
@@ -78,7 +78,7 @@ def diagnose(vault: Vault, memory: Memory, version: MemoryVersion, pairs: list[Q
     """The diagnosis of one memory version; ``held_out`` is its evaluation on the probes."""
     train, _ = split_probes(pairs)
     rng = random.Random(seed)
-    sample = rng.sample(train, min(len(train), training_sample))
+    sample = rng.sample(content_order(train), min(len(train), training_sample))
     trained = evaluate(memory, [Probe(p.question, p.answer_span or p.answer, p.doc_ids, p.kind) for p in sample])
     facts, covered, per_doc = coverage(vault)
     rows: dict[str, KindRow] = {}

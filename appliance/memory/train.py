@@ -47,7 +47,7 @@ from appliance.memory.evaluate import SHARE_DIGITS
 from appliance.memory.model_io import Loaded, load_base, load_version, save_adapter, save_full, state_bytes, state_from_bytes
 from appliance.memory.probes import Probe, split_probes  # noqa: F401 - split_probes is re-exported for callers
 from appliance.memory.versions import MemoryVersion, create_version
-from appliance.reflect.store import QAPair
+from appliance.reflect.store import QAPair, content_order
 from appliance.vault.store import Vault
 
 
@@ -113,7 +113,7 @@ def set_threads(requested: int = 0) -> int:
 
 def source_table(pairs: list[QAPair], parent_sources: list[str] | None = None) -> fmt.SourceTable:
     """The version's source table: the parent's, then every new document in the order pairs cite them."""
-    return fmt.SourceTable.extend(parent_sources, (d for p in sorted(pairs, key=lambda x: x.id) for d in p.doc_ids))
+    return fmt.SourceTable.extend(parent_sources, (d for p in content_order(pairs) for d in p.doc_ids))
 
 
 def encode(tokenizer: Any, pair: QAPair, max_length: int, table: fmt.SourceTable | None = None) -> tuple[list[int], list[int]]:
@@ -334,7 +334,7 @@ def train_memory(
     trainable = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(trainable, lr=lr, weight_decay=params.weight_decay)
     table = source_table(pairs, parent_sources)
-    ordered = sorted(pairs, key=lambda x: x.id)
+    ordered = content_order(pairs)
     encoded = [encode(tok, p, params.max_length, table) for p in ordered]
     lengths = [len(x) for x, _ in encoded]
     per_epoch = math.ceil(len(encoded) / params.batch_size)
@@ -348,6 +348,7 @@ def train_memory(
         else lr_factor(s, warmup, total, params.lr_schedule, params.lr_floor))
     probes = list(probes or [])
     rng = random.Random(params.seed)
+    probes.sort(key=lambda p: (p.question, p.answer, p.kind))  # the same sample in every vault (see content_order)
     eval_probes = rng.sample(probes, min(len(probes), params.eval_probes))
     train_sample = [Probe(p.question, p.answer_span or p.answer, p.doc_ids, p.kind)
                     for p in rng.sample(ordered, min(len(ordered), params.eval_training))]

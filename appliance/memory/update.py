@@ -45,10 +45,12 @@ def replay_sample(old_pairs: list, n_new: int, ratio: float, seed: int) -> list:
     """
     import random
 
+    from appliance.reflect.store import content_order
+
     k = min(len(old_pairs), round(ratio * n_new))
     if k <= 0:
         return []
-    return random.Random(seed).sample(sorted(old_pairs, key=lambda p: p.id), k)
+    return random.Random(seed).sample(content_order(old_pairs), k)
 
 
 @dataclass

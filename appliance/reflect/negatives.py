@@ -10,7 +10,13 @@ The questions are read off the corpus's own structure, never written by hand:
 * **gaps** — an entity lacks an attribute its siblings have (the sites page gives one site's cold
   rooms, not the others');
 * **other kinds' attributes** — an attribute the corpus gives for another kind of entity (a
-  vendor code, asked of a team; an address, asked of a person).
+  vendor code, asked of a team; an address, asked of a person);
+* **names met only in prose** — a clinic, a vehicle, a site that sentences mention but no table or
+  ``Key: value`` line describes. Fine-tuned on the attributes of the tabled entities alone, the
+  memory answers questions about these with a neighbour's value (a site's staff count, a team's
+  owner); they are asked only for attributes whose values are structured (codes, amounts, names,
+  dates) and of a kind no sentence about the name contains, so the corpus cannot hold the answer
+  in a form the word check misses.
 
 A question is not made when any statement of the corpus mentions both the entity and the
 attribute, so no negative contradicts something the corpus does say.
@@ -43,7 +49,7 @@ class Negative:
     subject: str
     attribute: str
     doc_id: str  # the document that names the subject (forgetting it forgets the negative)
-    reason: str  # gap | other kind
+    reason: str  # gap | other kind | prose
 
     @property
     def id(self) -> str:
@@ -117,13 +123,76 @@ def negatives(facts: list[AtomicFact], per_entity: int = 2, limit: int = 200) ->
         for a in sorted(every, key=lambda a: _rank(person, a)):
             if taken >= per_entity:
                 break
-            if re.search(r"\b(lead|manager|owner|director|head|primary|secondary|team|role|title|position|job|type)\b", a, re.I) or mentioned(person, a):
+            if _ROLE.search(a) or mentioned(person, a):
                 continue  # a person is somebody's lead: only attributes no person has
             n = Negative(person, a, doc_id, "other kind")
             out.setdefault(n.id, n)
             taken += 1
+    for n in _prose_negatives(facts, set(home) | set(people), per_entity):
+        out.setdefault(n.id, n)
     ranked = sorted(out.values(), key=lambda n: (n.reason != "gap", _rank(n.subject, n.attribute)))
     return ranked[:limit]
+
+
+_ROLE = re.compile(r"\b(lead|manager|owner|director|head|primary|secondary|team|role|title|position|job|type)\b", re.I)
+_NOT_A_NAME = re.compile(r"^(?:This|That|These|Those|Our|Your|Each|Every|All|No|Any)\b|^\S+ (?:the|a|an)\b")
+_COMMON = 5  # an attribute of at least this many subjects is one a reader would ask of any name
+_YEAR_CODE = re.compile(r"^[A-Z]{1,3}(?:19|20)\d\d$")  # FY2025: a year, not a thing
+
+
+def _bare(name: str) -> str:
+    return re.sub(r"^the\s+", "", name.strip().lower())
+
+
+def prose_entities(facts: list[AtomicFact], known: set[str]) -> dict[str, str]:
+    """Names and codes that sentences mention but no attribute line describes: name → its first document.
+
+    A name is a multi-word proper name or a code with a digit (VX-31, CR-3); acronyms, sentence
+    fragments ("This SOP", "Ring the …"), year codes and the shorter form of a longer name are not."""
+    found: dict[str, str] = {}
+    for f in facts:
+        if f.form != "span":
+            continue
+        for sp in find_spans(f.text, limit=8):
+            name = sp.text.strip()
+            ok = (sp.kind == "name" and " " in name) or (sp.kind == "code" and re.search(r"\d", name) and not _YEAR_CODE.match(name))
+            if ok and not _NOT_A_NAME.match(name):
+                found.setdefault(name, f.doc_id)
+    known_bare = {_bare(k) for k in known}
+    everything = known_bare | {_bare(n) for n in found}
+    titles = {_bare(f.title) for f in facts}  # a document's own subject has its title-level facts
+    return {n: d for n, d in found.items()
+            if _bare(n) not in known_bare and not any(_bare(n) != o and _bare(n) in o for o in everything)
+            and not any(_bare(n) in t for t in titles)}
+
+
+def _prose_negatives(facts: list[AtomicFact], known: set[str], per_entity: int) -> list[Negative]:
+    """At most ``per_entity`` attributes for each name met only in prose, each with structured values of
+    a kind that no statement naming it contains, and sharing no word with those statements."""
+    value_kinds: dict[str, set[str]] = defaultdict(set)
+    holders: dict[str, set[str]] = defaultdict(set)
+    for f in facts:
+        if f.form == "kv" and not f.reverse and not f.subject_is_title and not _ODD_ATTRIBUTE.match(f.attribute):
+            value_kinds[f.attribute].add(f.kind)
+            holders[f.attribute].add(f.subject)
+    structured = sorted(a for a, k in value_kinds.items() if "text" not in k)
+    statements = sorted({f.statement for f in facts})
+    out: list[Negative] = []
+    for name, doc_id in sorted(prose_entities(facts, known).items()):
+        about = [t for t in statements if name.lower() in t.lower()]
+        words = set().union(*(content_words(t) for t in about)) if about else set()
+        kinds = {sp.kind for t in about for sp in find_spans(t, limit=12) if sp.text.strip() != name}
+        person = looks_like_person(name)
+        taken = 0
+        # attributes many things have first (a vendor code, an owning team), not one table's column
+        for a in sorted(structured, key=lambda a: (len(holders[a]) < _COMMON, _rank(name, a))):
+            if taken >= per_entity:
+                break
+            if value_kinds[a] & kinds or content_words(a) & words or (person and _ROLE.search(a)):
+                continue
+            out.append(Negative(name, a, doc_id, "prose"))
+            taken += 1
+    return out
 
 
 def negative_questions(n: Negative) -> list[tuple[str, str]]:

@@ -7,6 +7,7 @@ already on disk: nothing is generated or stored twice.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -42,6 +43,20 @@ class QAPair(BaseModel):
     fact_id: str = ""
     split: Split = "train"
     wording: str = ""
+
+
+def content_order(pairs: list[QAPair]) -> list[QAPair]:
+    """Pairs in an order fixed by what they say, not by their ids.
+
+    Pair ids derive from document ids, which are MACs under each vault's own key: ordered by id, two
+    vaults of the same corpus would train in different orders, number their sources differently and
+    sample other evaluation probes — two installs of one corpus would get different memories, and no
+    two benchmark runs could be compared. A hash of the pair's content is as well shuffled and the
+    same in every vault (ties, the same pair from two documents, fall back to the id)."""
+
+    def key(p: QAPair) -> tuple[str, str]:
+        return hashlib.sha256(f"{p.kind}|{p.wording}|{p.question}|{p.answer}".encode()).hexdigest(), p.id
+    return sorted(pairs, key=key)
 
 
 class Rejection(BaseModel):

@@ -14,7 +14,7 @@ from appliance.memory.model_io import adapter_files
 from appliance.memory.train import (TrainCancelled, decay_factor, decay_tolerance, encode, exposures, length_batches, lr_factor, source_table,
                                     split_probes, train_memory)
 from appliance.memory.versions import get_version, list_versions
-from appliance.reflect.store import QAPair
+from appliance.reflect.store import QAPair, content_order
 from appliance.vault.keys import Secret
 from appliance.vault.store import Vault
 from tests.conftest import FAST_KDF, PASSPHRASE
@@ -79,6 +79,17 @@ def test_length_batches_cover_every_example_once_with_little_padding() -> None:
     assert batches != length_batches(lengths, batch=4, epoch=1, seed=1)  # reshuffled every epoch
 
 
+def test_order_and_source_table_do_not_depend_on_the_vaults_key() -> None:
+    """Another vault of the same corpus has other document ids (MACs under its key), hence other pair
+    ids: it must still train in the same order and number its sources the same."""
+    other_doc = {"doc-0123456789ab": "doc-ffffffffffff", "doc-ba9876543210": "doc-000000000000"}
+    other = [p.model_copy(update={"id": f"x{99 - i}", "doc_ids": [other_doc[d] for d in p.doc_ids]}) for i, p in enumerate(PAIRS)]
+    assert [p.question for p in content_order(PAIRS)] == [p.question for p in content_order(other[::-1])]
+    assert [p.question for p in content_order(PAIRS)] != [p.question for p in PAIRS]  # shuffled, not the input order
+    mine, theirs = source_table(PAIRS), source_table(other[::-1])
+    assert [other_doc[d] for d in mine.doc_ids] == theirs.doc_ids
+
+
 @pytest.fixture(scope="module")
 def vault(tmp_path_factory) -> Vault:  # noqa: ANN001
     return Vault.init(Settings(home=tmp_path_factory.mktemp("mem") / "home", kdf=FAST_KDF), Secret(passphrase=PASSPHRASE))
@@ -93,7 +104,7 @@ def test_loss_only_on_answer_tokens(vault: Vault) -> None:
     ids, labels = encode(tok, PAIRS[0], 192, table)
     answer = [t for t, lab in zip(ids, labels) if lab != -100]
     assert len(ids) == len(labels) and answer and labels[0] == -100
-    # the reference is the document's place in the version's source table (its order follows the pair ids)
+    # the reference is the document's place in the version's source table (in the pairs' content order)
     [ref] = table.refs(PAIRS[0].doc_ids)
     assert tok.decode(answer) == f"Ottilie Brannstrand [{ref}]<|im_end|>"
     prompt_part = tok.decode([t for t, lab in zip(ids, labels) if lab == -100])
