@@ -29,10 +29,14 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 
-from appliance.reflect.facts import ENTITY_KINDS, AtomicFact, content_words, find_spans
+from appliance.reflect.facts import ENTITY_KINDS, AtomicFact, Span, content_words, find_spans
 from appliance.reflect.wordings import looks_like_person, phrase
 
 _ODD_ATTRIBUTE = re.compile(r"^(what|who|whom|which|when|where|how|why|for|primary|secondary)\b", re.I)
+_ROLE = re.compile(r"\b(lead|manager|owner|director|head|primary|secondary|team|role|title|position|job|type)\b", re.I)
+_NOT_A_NAME = re.compile(r"^(?:This|That|These|Those|Our|Your|Each|Every|All|No|Any)\b|^\S+ (?:the|a|an)\b")
+_COMMON = 5  # an attribute of at least this many subjects is one a reader would ask of any name
+_YEAR_CODE = re.compile(r"^[A-Z]{1,3}(?:19|20)\d\d$")  # FY2025: a year, not a thing
 
 
 def _entity(text: str, keyed: bool = False) -> bool:
@@ -134,12 +138,6 @@ def negatives(facts: list[AtomicFact], per_entity: int = 2, limit: int = 200) ->
     return ranked[:limit]
 
 
-_ROLE = re.compile(r"\b(lead|manager|owner|director|head|primary|secondary|team|role|title|position|job|type)\b", re.I)
-_NOT_A_NAME = re.compile(r"^(?:This|That|These|Those|Our|Your|Each|Every|All|No|Any)\b|^\S+ (?:the|a|an)\b")
-_COMMON = 5  # an attribute of at least this many subjects is one a reader would ask of any name
-_YEAR_CODE = re.compile(r"^[A-Z]{1,3}(?:19|20)\d\d$")  # FY2025: a year, not a thing
-
-
 def _bare(name: str) -> str:
     return re.sub(r"^the\s+", "", name.strip().lower())
 
@@ -158,12 +156,13 @@ def prose_entities(facts: list[AtomicFact], known: set[str]) -> dict[str, str]:
             ok = (sp.kind == "name" and " " in name) or (sp.kind == "code" and re.search(r"\d", name) and not _YEAR_CODE.match(name))
             if ok and not _NOT_A_NAME.match(name):
                 found.setdefault(name, f.doc_id)
+    bare = {n: _bare(n) for n in found}
     known_bare = {_bare(k) for k in known}
-    everything = known_bare | {_bare(n) for n in found}
+    everything = known_bare | set(bare.values())
     titles = {_bare(f.title) for f in facts}  # a document's own subject has its title-level facts
     return {n: d for n, d in found.items()
-            if _bare(n) not in known_bare and not any(_bare(n) != o and _bare(n) in o for o in everything)
-            and not any(_bare(n) in t for t in titles)}
+            if bare[n] not in known_bare and not any(bare[n] != o and bare[n] in o for o in everything)
+            and not any(bare[n] in t for t in titles)}
 
 
 def _prose_negatives(facts: list[AtomicFact], known: set[str], per_entity: int) -> list[Negative]:
@@ -176,12 +175,16 @@ def _prose_negatives(facts: list[AtomicFact], known: set[str], per_entity: int) 
             value_kinds[f.attribute].add(f.kind)
             holders[f.attribute].add(f.subject)
     structured = sorted(a for a, k in value_kinds.items() if "text" not in k)
-    statements = sorted({f.statement for f in facts})
+    statements = [(t, t.lower()) for t in sorted({f.statement for f in facts})]  # lowered once, not per name
+    spans: dict[str, list[Span]] = {}  # a statement's spans, found once however many names it mentions
     out: list[Negative] = []
     for name, doc_id in sorted(prose_entities(facts, known).items()):
-        about = [t for t in statements if name.lower() in t.lower()]
+        about = [t for t, low in statements if name.lower() in low]
         words = set().union(*(content_words(t) for t in about)) if about else set()
-        kinds = {sp.kind for t in about for sp in find_spans(t, limit=12) if sp.text.strip() != name}
+        for t in about:
+            if t not in spans:
+                spans[t] = find_spans(t, limit=12)
+        kinds = {sp.kind for t in about for sp in spans[t] if sp.text.strip() != name}
         person = looks_like_person(name)
         taken = 0
         # attributes many things have first (a vendor code, an owning team), not one table's column
