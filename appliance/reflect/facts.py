@@ -34,7 +34,7 @@ _SPAN_PATTERNS = [
     ("date", re.compile(rf"\b\d{{1,2}} (?:{MONTHS}) \d{{4}}\b|\b(?:{MONTHS}) \d{{1,2}},? \d{{4}}\b|\b\d{{4}}-\d{{2}}-\d{{2}}\b"
                         rf"|\b\d{{1,2}} (?:{MONTHS})\b|\b(?:{MONTHS}) \d{{4}}\b")),
     ("host", re.compile(r"\b[a-z0-9][\w-]*(?:\.[a-z0-9][\w-]*){2,}\b")),
-    ("code", re.compile(r"\b[A-Z]{1,8}(?:-[A-Z0-9]+)+\b|\b[A-Z]+\d+[A-Z0-9]*\b|\b\d{3,5}-\d{3,5}\b")),
+    ("code", re.compile(r"\b[A-Z]{1,8}(?:-[A-Z0-9]+)+\b|\b[A-Z]+\d+[A-Z0-9]*(?:/\d+)?\b|\b\d{3,5}-\d{3,5}\b")),
     ("quantity", re.compile(
         r"(?:EUR|USD|GBP|€|\$|£)\s?\d[\d,.]*|\b\d[\d,.]*\s?%|\b\d[\d,.:]*\s?(?:EUR|USD|GBP|euros?|km|kg|hours?|h|minutes?|min|days?|"
         r"working days?|nights?|weeks?|months?|years?|seconds?|°C|degrees|characters|people|staff|vans|trucks|pallets|totes|"
@@ -121,9 +121,13 @@ def find_spans(text: str, limit: int = 4) -> list[Span]:
             value = m.group(0).strip(" .,;:")
             if not value or any(s < te and ts < e for ts, te in taken):
                 continue
-            if kind == "name" and re.search(r"['’]s ", value):  # "Fenna Dujardin's People Team": the possessor
-                cut = re.search(r"['’]s ", value).start()
-                e, value = s + cut, value[:cut]
+            if kind == "name" and re.search(r"['’]s ", value):  # "Fenna Dujardin's People Team": two names
+                cut = re.search(r"['’]s ", value)
+                owned = value[cut.end():]
+                if " " in owned and owned[:1].isupper():  # "People Team", not read as two words
+                    taken.append((s + cut.end(), e))
+                    spans.append((s + cut.end(), Span(owned, kind)))
+                e, value = s + cut.start(), value[:cut.start()]
                 if " " not in value:
                     continue
             if kind == "name" and s == 0:
@@ -363,17 +367,26 @@ def statements(text: str, title: str) -> list[Statement]:
                 out.append(Statement(sentence.strip(), title, heading))
     flush_table()
     for st in out:
-        st.spans = find_spans(st.text)
+        st.spans = [sp for spans in sentence_spans(st.text) for sp in spans]
     return out
+
+
+def sentence_spans(text: str) -> list[list[Span]]:
+    """Each sentence's answer candidates. A line of several sentences ("… recorded an excursion. The
+    highest reading was 11.4 °C and the tote was above 8 °C for 52 minutes.") is one statement, kept
+    whole for its context; its spans are found sentence by sentence so the first sentence's names do
+    not use up the statement's share and leave the second's values without a fact, and a capitalised
+    sentence start is not read as part of a name."""
+    return [find_spans(sentence) for sentence in _SENTENCE.split(text) if sentence.strip()]
 
 
 def fact_id(doc_id: str, form: str, statement: str, value: str, subject: str = "", attribute: str = "") -> str:
     return hashlib.sha256(f"{doc_id}|{form}|{statement}|{subject}|{attribute}|{value}".encode()).hexdigest()[:16]
 
 
-def atomic_facts(st: Statement, doc_id: str = "", chunk_oid: str = "", spans_per_statement: int = 3) -> list[AtomicFact]:
+def atomic_facts(st: Statement, doc_id: str = "", chunk_oid: str = "", spans_per_sentence: int = 3) -> list[AtomicFact]:
     """The values a statement gives: its attributes (``kv``, and read backwards for entity values)
-    and, for a sentence, its answer spans."""
+    and, for a sentence, its answer spans (up to ``spans_per_sentence`` of each of its sentences)."""
     out: list[AtomicFact] = []
     statement = st.statement
     for subject, attribute, value, stype, reversible in st.kv:
@@ -389,15 +402,20 @@ def atomic_facts(st: Statement, doc_id: str = "", chunk_oid: str = "", spans_per
                                   _value_kind(subj), statement, st.text, st.title, st.heading, value, attribute, stype,
                                   False, True, doc_id, chunk_oid))
     if not st.kv:
-        taken = 0
-        for sp in st.spans:
-            if taken >= spans_per_statement:
-                break
-            if sp.text.lower() in st.title.lower() and sp.kind in ENTITY_KINDS and len(st.spans) > 1:
-                continue  # the document's own name is rarely the answer a statement is for
-            out.append(AtomicFact(fact_id(doc_id, "span", statement, sp.text), "span", sp.text, sp.kind, statement, st.text,
-                                  st.title, st.heading, doc_id=doc_id, chunk_oid=chunk_oid))
-            taken += 1
+        seen: set[str] = set()
+        for spans in sentence_spans(st.text):
+            taken = 0
+            for sp in spans:
+                if taken >= spans_per_sentence:
+                    break
+                if sp.text.lower() in st.title.lower() and sp.kind in ENTITY_KINDS and len(st.spans) > 1:
+                    continue  # the document's own name is rarely the answer a statement is for
+                if sp.text in seen:
+                    continue  # a value two sentences repeat is one fact (its cloze is the first sentence's)
+                seen.add(sp.text)
+                out.append(AtomicFact(fact_id(doc_id, "span", statement, sp.text), "span", sp.text, sp.kind, statement,
+                                      st.text, st.title, st.heading, doc_id=doc_id, chunk_oid=chunk_oid))
+                taken += 1
     return out
 
 
