@@ -18,6 +18,24 @@ def test_spans_drop_a_sentence_start_and_keep_day_months_and_percentages() -> No
     assert ("Heron 2", "name") in {(s.text, s.kind) for s in find_spans("It runs in meeting room Heron 2 every week.")}
 
 
+def test_every_sentence_of_a_statement_gives_its_values() -> None:
+    """A line of two sentences is one statement; the first sentence's names and dates must not use up
+    its facts, leaving the second's values (the reading, the duration) without a single pair."""
+    text = ("During loading at Gannet Point on 3 February 2025, the FT-9 logger in a VX-31 tote recorded an excursion. "
+            "The highest reading was 11.4 °C and the tote was above 8 °C for 52 minutes.")
+    [st] = statements(text, "Incident report")
+    values = {f.value for f in atomic_facts(st, "doc-1")}
+    assert {"11.4 °C", "52 minutes"} <= values
+    assert "3 February 2025" in values
+    assert len(atomic_facts(st, "doc-1", spans_per_sentence=1)) == 2  # the cap is per sentence
+
+
+def test_spans_keep_a_possessed_name_and_a_fiscal_year_whole() -> None:
+    spans = {(s.text, s.kind) for s in find_spans("The desk is run by Fenna Dujardin's People Team until FY2025/26.")}
+    assert {("Fenna Dujardin", "name"), ("People Team", "name"), ("FY2025/26", "code")} <= spans
+    assert not {t for t, _ in spans} & {"People", "Team", "26"}
+
+
 def test_facts_keep_context_tables_and_front_matter() -> None:
     text = """---
 owner: People Team
