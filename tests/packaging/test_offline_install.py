@@ -243,6 +243,7 @@ def test_offline_install_doctor_demo_and_uninstall(wheelhouse: tuple[Path, str],
     demo = run([str(memo), "demo", "--dir", str(tmp_path / "demo")], env=memo_env, cwd=tmp_path, timeout=2400)
     assert demo.returncode == 0, demo.stdout[-4000:] + demo.stderr[-4000:]
     assert "promoted" in demo.stdout and "audit chain OK" in demo.stdout
+    assert "s in all (ingest " in demo.stdout and "memory training " in demo.stdout  # each stage's time, summed
 
     # uninstall keeps the vault; --purge-vault deletes it
     (paths["data"] / "keep-me").write_text("vault data")
