@@ -258,15 +258,19 @@ _ANAPHOR = re.compile(r"^(It|Its|This|These|They|Their|That|Those|He|She|Them|Th
 
 def _sentence_with(text: str, value: str) -> str:
     """The sentence of a statement that holds the value, with the one before it when it leans on it
-    ("Fit a fresh FT-9 tag. The tag reports to Frostline.")."""
-    from appliance.reflect.facts import _SENTENCE
+    ("Fit a fresh FT-9 tag. The tag reports to Frostline."). The sentence where the value is an answer
+    span of its own, not a part of a longer one ("10" of "more than 10 consecutive days", not of an
+    earlier sentence's "at least 10 working days")."""
+    from appliance.reflect.facts import _SENTENCE, find_spans
 
     parts = _SENTENCE.split(text)
-    for i, part in enumerate(parts):
-        if value in part:
-            if i and (_ANAPHOR.match(part) or len(part.split()) < 6):
-                return f"{parts[i - 1]} {part}"
-            return part
+    holding = [i for i, part in enumerate(parts) if value in part]
+    own = [i for i in holding if any(sp.text == value for sp in find_spans(parts[i], limit=99))]
+    for i in own[:1] or holding[:1]:
+        part = parts[i]
+        if i and (_ANAPHOR.match(part) or len(part.split()) < 6):
+            return f"{parts[i - 1]} {part}"
+        return part
     return text
 
 

@@ -127,3 +127,14 @@ def test_a_question_is_tied_to_a_document_by_its_title_as_the_document_has_it() 
     assert in_document("LEAVE POLICY V2 - HQ Wiki", "How many days?") == "In the Leave policy V2, how many days?"
     assert in_document("Leave policy V2", "How many days?") == "In the Leave policy V2, how many days?"
     assert document_prefix("The Sites") == "In The Sites, "
+
+
+def test_cloze_asks_in_the_sentence_where_the_value_is_its_own_span() -> None:
+    """"10" is a fact of the third sentence; the first holds it only inside "10 working days"."""
+    text = ("Leave requests are submitted in Hatchway at least 10 working days before the first day of leave. "
+            "Your line manager approves the request in Hatchway. Requests for more than 10 consecutive days need "
+            "approval from your team lead as well.")
+    ten = next(f for f in facts(text, "Leave policy") if f.value == "10")
+    assert cloze(ten) == "Requests for more than what number consecutive days need approval from your team lead as well?"
+    days = next(f for f in facts(text, "Leave policy") if f.value == "10 working days")
+    assert cloze(days).startswith("Leave requests are submitted in Hatchway at least how many working days")
