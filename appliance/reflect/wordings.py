@@ -335,6 +335,174 @@ def fronted(f: AtomicFact, text: str | None = None) -> str | None:
     return body + "?" if len(body.split()) >= 4 else None
 
 
+_NOT_VERBS = {"the", "a", "an", "all", "any", "each", "every", "this", "these", "that", "those", "our", "your", "its",
+              "their", "his", "her", "it", "they", "we", "you", "he", "she", "only", "most", "some", "both", "no", "not",
+              "once", "if", "when", "after", "before", "during", "since", "until", "while", "for", "from", "in", "on",
+              "at", "by", "with", "without", "under", "over", "between", "per", "like", "unlike", "of", "to", "into",
+              "there", "here", "new", "old", "questions", "problems", "note", "see", "also", "then", "and", "or", "but"}
+_IMPERATIVE = re.compile(r"^(?:(?:Please|Always|Also|Then|First|Now)\s+)?([A-Z][a-z]+(?:-[a-z]+)?)"
+                         r"((?:\s+(?:up|back|out|off|down|over|in|on))?)\s+(?=(?:the|a|an|your|all|any|every|each|it|them|"
+                         r"this|these|its|their|our)\b)")
+_QUALIFIED_PREP = re.compile(r"\b(from|at|on|in|into|by|until|within|after|before|since|to|for|with|via|through)"
+                             r"((?:\s+(?:at least|at most|up to|no more than|no later than|more than|less than))?)\s+$", re.I)
+_DETERMINER_END = re.compile(r"\b(?:the|a|an|your|its|their|our)\s+((?:[a-z][a-z-]+\s+)?)$")
+_PARTICIPLE = r"(?![a-z-]{3,}(?:ed|ing)\b|(?:sent|made|done|given|taken|kept|held|paid|built|shown|known)\b)"
+_FOLLOWING_NOUN = re.compile(rf"^\s+((?:{_PARTICIPLE}[a-z][a-z-]+\s+){{0,2}}{_PARTICIPLE}[a-z][a-z-]+)"
+                             r"(?=\s*(?:[,.;:]|$)|\s+(?:and|or|to|in|on|at|for|with|from|by|into|via)\b)")
+_CLAUSE_WORDS = re.compile(r"\b(if|when|whenever|unless|because|while|until|once|so that|where|which|who)\b")
+
+
+def _modifies_a_noun(f: AtomicFact, after: str, noun: re.Match[str] | None) -> bool:
+    """A name followed by a noun phrase no "which …" could take ("SMS codes sent to your phone"): asking
+    "what" there would ask for something else than the value."""
+    first = after.split()[0] if after.split() else ""
+    return (f.kind in ("name", "code", "word", "acronym") and noun is None and re.fullmatch(r"[a-z][a-z-]*", first) is not None
+            and first not in _PREPOSITIONS | {"and", "or", "if", "when", "so", "as"})
+
+
+def _own_sentence(f: AtomicFact, text: str | None) -> str:
+    """The value's own sentence, never the one before it that _sentence_with adds for context."""
+    from appliance.reflect.facts import _SENTENCE
+
+    return next((part for part in reversed(_SENTENCE.split(_sentence_with(text or f.text, f.value))) if f.value in part), "")
+
+
+def _asked_first(f: AtomicFact, obj: str, after: str) -> tuple[str, str, str] | None:
+    """The question phrase that replaces the value, moved to the front of a clause: (phrase, the words
+    between the verb and the value left in place, the words after it), or None where the clause does
+    not allow one. "the Keyhaven authenticator app" → "which authenticator app"; "in cold room CR-3" →
+    "in which cold room"; "for at least 4 hours" → "for at least how many hours"."""
+    if _inside_name(obj, after):
+        return None
+    if _CLAUSE_WORDS.search(obj) or re.search(r"[,;(]", obj) or re.search(r"\b(?:and|or)\s*$", obj) \
+            or re.match(r"^\s+(?:and|or)\b", after):
+        return None  # inside a condition, a relative clause, an aside or a coordination ("between 2 °C and 8 °C")
+    after = re.split(r",|;|\s(?:or|and)\s|\.\s|\.$", after, maxsplit=1)[0]  # another step or clause: left out
+    noun = _FOLLOWING_NOUN.match(after) if f.kind in ("name", "code", "word", "acronym") else None
+    if noun and set(noun.group(1).split()) & (_PREPOSITIONS | _NOT_VERBS | {"who", "whose", "which", "that"}):
+        noun = None
+    if _modifies_a_noun(f, after, noun):
+        return None
+    if noun:
+        q, after = f"which {noun.group(1)}", after[noun.end():]
+    else:
+        q, obj = _question_phrase(f, obj, after)
+    if q.startswith("which "):  # the determiner (and an adjective) before it goes with it: "which mandatory course"
+        det = _DETERMINER_END.search(obj)
+        if det:
+            q, obj = f"which {det.group(1)}{q[6:]}", obj[: det.start()]
+    elif q == "what":
+        obj = re.sub(r"\b(?:the|a|an)\s+$", "", obj)
+    prep = _QUALIFIED_PREP.search(obj)
+    if prep:
+        q, obj = f"{prep.group(1).lower()}{prep.group(2).lower()} {q}", obj[: prep.start()]
+    of = re.match(r"^\s+(of\s+(?:[a-z]+\s+){0,3}[a-z]+)\s*$", after)  # "14 days of your start date"
+    if of:
+        q, after = f"{q} {of.group(1)}", ""
+    if re.search(r"\b(?:the|a|an|your|of)\s*$", obj):
+        return None  # a dangling determiner, or the value completes a noun ("every employee of …")
+    return q, obj, after
+
+
+def _question(q: str, inverted: str, obj: str, after: str) -> str | None:
+    body = " ".join(f"{q[0].upper() + q[1:]} {inverted} {obj} {after}".split())
+    body = re.sub(r"\s+([,.;:])", r"\1", body).rstrip(" .,;:")
+    return body + "?" if len(body.split()) >= 4 else None
+
+
+def imperative(f: AtomicFact, text: str | None = None) -> str | None:
+    """An instruction asked as a question, question phrase first: "Pre-chill the empty tote in cold
+    room CR-3 for at least 4 hours." → "For at least how many hours should you pre-chill the empty tote
+    in cold room CR-3?"; "Install the Gatepost VPN client, version 3.2 or newer." → "Which client
+    should you install?". Procedures (SOPs, checklists, how-tos) are written as instructions; the
+    cloze keeps their word order ("Pre-chill … for at least how many hours?"), which is not how anyone
+    asks. Only for a sentence that opens with a verb and its object (``_IMPERATIVE``) and a value in
+    its main clause; the rest of the sentence after a comma, "or", "and" or ";" (another step) is left
+    out.
+    """
+    text = _own_sentence(f, text)
+    m = _IMPERATIVE.match(text)
+    if not m or m.group(1).lower() in _NOT_VERBS or text.startswith(("Do not", "Don't", "Never")):
+        return None
+    at = text.find(f.value, m.end())
+    if at < 0 or text[at + len(f.value):].startswith(("'s ", "’s ")):
+        return None
+    asked = _asked_first(f, text[m.end():at], text[at + len(f.value):])
+    if asked is None:
+        return None
+    q, obj, after = asked
+    return _question(q, f"should you {(m.group(1).lower() + m.group(2)).strip()}", obj, after)
+
+
+_PRONOUNS = {"It", "He", "She", "They", "We", "You", "I", "This", "That", "These", "Those", "There"}
+
+
+def _inside_name(before: str, after: str) -> bool:
+    """The value is a part of a longer name or code: "the Q4 2024 on-call rota", "IT Password Policy v1"."""
+    prev = before.split()[-1] if before.split() else ""
+    nxt = after.split()[0] if after.split() else ""
+    if re.fullmatch(r"[a-z-]{3,}(?:ing|ed)", prev):
+        return True  # after a participle ("the total amount including VAT"): a phrase of its own
+    return bool(re.match(r"[A-Z0-9]", prev) and not before.rstrip().endswith((",", ":", ";"))) or bool(re.match(r"[A-Z0-9]", nxt))
+
+
+_DETERMINER_SUBJECT = re.compile(r"^(?:The|A|An|This|Each|Every|Our|Your|Its|Their)\s")
+_NAME_TOKEN = re.compile(r"^(?:[A-Z0-9][\w/'’.-]*|&|of|de|van|von)$")
+
+
+def _base_form(verb: str) -> str:
+    """keeps → keep, supplies → supply, reaches → reach, goes → go, has → have (a present-tense verb's base)."""
+    if verb in ("has", "does"):
+        return {"has": "have", "does": "do"}[verb]
+    if verb.endswith("ies") and len(verb) > 4:
+        return verb[:-3] + "y"
+    if re.search(r"(?:ss|sh|ch|x|z|o)es$", verb):
+        return verb[:-2]
+    return verb[:-1]
+
+
+def do_support(f: AtomicFact, text: str | None = None) -> str | None:
+    """A statement without an auxiliary asked the way questions are, with "does": "The tag reports to
+    Frostline." → "To what does the tag report?"; "Multi-factor authentication uses the Keyhaven
+    authenticator app." → "Which authenticator app does multi-factor authentication use?".
+
+    Only for a present-tense verb (``-s``) after a subject that is either led by a determiner or a
+    name (capitalised words, codes), or a short phrase of a capitalised word and a singular noun whose
+    verb is followed by an article, a preposition, a number or a name (so that "Empty totes come back"
+    does not read "totes" as the verb), and a value after the verb in the same clause."""
+    text = _own_sentence(f, text)
+    words = text.split()
+    verb_at = None
+    for i, w in enumerate(words[1:7], start=1):
+        if not re.fullmatch(r"[a-z]{3,}s", w) or w.endswith(("ss", "us", "is")) or w in ("was", "has been"):
+            continue
+        subject, nxt = words[:i], words[i + 1] if i + 1 < len(words) else ""
+        if _DETERMINER_SUBJECT.match(text) and i >= 2:
+            verb_at = i
+        elif (all(_NAME_TOKEN.match(t) for t in subject) and subject[0][:1].isupper()
+              and (len(subject) >= 2 or any(c.isdigit() for c in subject[0])) and subject[0] not in _PRONOUNS):
+            verb_at = i  # a name of two words or more, or a code: "FY2025/26 runs", not "Empty totes come"
+        elif (2 <= len(subject) <= 3 and subject[0][:1].isupper() and not subject[-1].endswith("s")
+              and (nxt in ("the", "a", "an", "to", "from", "with", "for", "via", "into", "on", "in", "at")
+                   or nxt[:1].isupper() or nxt[:1].isdigit())):
+            verb_at = i
+        break  # only the first -s word can be the verb
+    if verb_at is None or "," in " ".join(words[:verb_at]) or _SUBORDINATE.match(text):
+        return None
+    head = " ".join(words[: verb_at + 1])
+    at = text.find(f.value, len(head))
+    if at < 0 or text[at + len(f.value):].startswith(("'s ", "’s ")):
+        return None
+    asked = _asked_first(f, text[len(head):at], text[at + len(f.value):])
+    if asked is None:
+        return None
+    q, obj, after = asked
+    subject = words[:verb_at]
+    if re.fullmatch(r"[A-Z][a-z]*(?:-[a-z]+)?", subject[0]) and (len(subject) == 1 or not subject[1][:1].isupper()):
+        subject = [subject[0].lower(), *subject[1:]]  # "The tag" → "the tag"; "Fleet Dispatch" stays
+    return _question(q, f"does {' '.join(subject)} {_base_form(words[verb_at])}", obj, after)
+
+
 def span_questions(f: AtomicFact, plain: bool, qualify: str = "") -> list[tuple[str, str]]:
     c = cloze(f)
     if c is None:
@@ -349,9 +517,11 @@ def span_questions(f: AtomicFact, plain: bool, qualify: str = "") -> list[tuple[
     out.append((f"According to {_the(title)}, {low}", "cloze-according"))
     if plain and not qualify and len(c.split()) >= 6:
         out.append((c, "cloze"))
-    front = fronted(f)
-    if front is not None:
-        out.append((in_document(title, front) if qualify else front, "fronted"))
+    for make in (fronted, imperative, do_support):  # at most one: they read the sentence in exclusive ways
+        front = make(f)
+        if front is not None:
+            out.append((in_document(title, front) if qualify else front, make.__name__.replace("_", "-")))
+            break
     return out
 
 

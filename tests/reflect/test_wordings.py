@@ -138,3 +138,47 @@ def test_cloze_asks_in_the_sentence_where_the_value_is_its_own_span() -> None:
     assert cloze(ten) == "Requests for more than what number consecutive days need approval from your team lead as well?"
     days = next(f for f in facts(text, "Leave policy") if f.value == "10 working days")
     assert cloze(days).startswith("Leave requests are submitted in Hatchway at least how many working days")
+
+
+def test_an_instruction_is_asked_question_phrase_first() -> None:
+    from appliance.reflect.wordings import imperative
+
+    got = {f.value: imperative(f) for f in facts(
+        "Pre-chill the empty tote in cold room CR-3 for at least 4 hours.\n\n"
+        "Set up the Keyhaven authenticator app with the helpdesk.\n\n"
+        "Install the Gatepost VPN client, version 3.2 or newer.\n\n"
+        "Move the stock to CR-2 if the excursion lasts longer than 15 minutes.\n\n"
+        "Collect your badge from reception. Badges are printed from Sentra.", "SOP")}
+    assert got["4 hours"] == "For at least how many hours should you pre-chill the empty tote in cold room CR-3?"
+    assert got["CR-3"] == "In which cold room should you pre-chill the empty tote for at least 4 hours?"
+    assert got["Keyhaven"] == "Which authenticator app should you set up with the helpdesk?"
+    assert got["Gatepost VPN"] == "Which client should you install?"  # the next step after the comma is left out
+    assert got["3.2"] is None  # an aside after a comma is not the instruction's object
+    assert got["CR-2"] == "To what should you move the stock if the excursion lasts longer than 15 minutes?"
+    assert got["15 minutes"] is None  # inside the condition
+    assert got["Sentra"] is None  # its own sentence is not an instruction
+
+
+def test_a_statement_is_not_read_as_an_instruction() -> None:
+    from appliance.reflect.wordings import imperative
+
+    for f in facts("The helpdesk raises a ticket in Beacon.\n\nAll totes go to Little Osier.\n\nDo not scan the tote into Routewise."):
+        assert imperative(f) is None, f.value
+
+
+def test_a_statement_without_an_auxiliary_is_asked_with_does() -> None:
+    from appliance.reflect.wordings import do_support
+
+    got = {f.value: do_support(f) for f in facts(
+        "The tag reports to Frostline.\n\n"
+        "Multi-factor authentication uses the Keyhaven authenticator app.\n\n"
+        "FY2025/26 runs from 1 April 2025 to 31 March 2026.\n\n"
+        "Empty totes come back via Little Osier for cleaning.\n\n"
+        "The VX-31 keeps medicines between 2 °C and 8 °C.\n\n"
+        "This rota supersedes the Q4 2024 on-call rota.", "Doc")}
+    assert got["Frostline"] == "To what does the tag report?"
+    assert got["Keyhaven"] == "Which authenticator app does multi-factor authentication use?"
+    assert got["1 April 2025"] == "From what date does FY2025/26 run to 31 March 2026?"
+    assert got["Little Osier"] is None  # "totes" is not the verb
+    assert got["2 °C"] is None and got["8 °C"] is None  # a coordination is not asked half
+    assert got.get("Q4") is None  # a part of a longer name
