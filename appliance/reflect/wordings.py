@@ -350,6 +350,18 @@ _PARTICIPLE = r"(?![a-z-]{3,}(?:ed|ing)\b|(?:sent|made|done|given|taken|kept|hel
 _FOLLOWING_NOUN = re.compile(rf"^\s+((?:{_PARTICIPLE}[a-z][a-z-]+\s+){{0,2}}{_PARTICIPLE}[a-z][a-z-]+)"
                              r"(?=\s*(?:[,.;:]|$)|\s+(?:and|or|to|in|on|at|for|with|from|by|into|via)\b)")
 _CLAUSE_WORDS = re.compile(r"\b(if|when|whenever|unless|because|while|until|once|so that|where|which|who)\b")
+_DETERMINER_SUBJECT = re.compile(r"^(?:The|A|An|This|Each|Every|Our|Your|Its|Their)\s")
+_NAME_TOKEN = re.compile(r"^(?:[A-Z0-9][\w/'’.-]*|&|of|de|van|von)$")
+_PRONOUNS = {"It", "He", "She", "They", "We", "You", "I", "This", "That", "These", "Those", "There"}
+
+
+def _inside_name(before: str, after: str) -> bool:
+    """The value is a part of a longer name or code: "the Q4 2024 on-call rota", "IT Password Policy v1"."""
+    prev = before.split()[-1] if before.split() else ""
+    nxt = after.split()[0] if after.split() else ""
+    if re.fullmatch(r"[a-z-]{3,}(?:ing|ed)", prev):
+        return True  # after a participle ("the total amount including VAT"): a phrase of its own
+    return bool(re.match(r"[A-Z0-9]", prev) and not before.rstrip().endswith((",", ":", ";"))) or bool(re.match(r"[A-Z0-9]", nxt))
 
 
 def _modifies_a_noun(f: AtomicFact, after: str, noun: re.Match[str] | None) -> bool:
@@ -432,22 +444,6 @@ def imperative(f: AtomicFact, text: str | None = None) -> str | None:
         return None
     q, obj, after = asked
     return _question(q, f"should you {(m.group(1).lower() + m.group(2)).strip()}", obj, after)
-
-
-_PRONOUNS = {"It", "He", "She", "They", "We", "You", "I", "This", "That", "These", "Those", "There"}
-
-
-def _inside_name(before: str, after: str) -> bool:
-    """The value is a part of a longer name or code: "the Q4 2024 on-call rota", "IT Password Policy v1"."""
-    prev = before.split()[-1] if before.split() else ""
-    nxt = after.split()[0] if after.split() else ""
-    if re.fullmatch(r"[a-z-]{3,}(?:ing|ed)", prev):
-        return True  # after a participle ("the total amount including VAT"): a phrase of its own
-    return bool(re.match(r"[A-Z0-9]", prev) and not before.rstrip().endswith((",", ":", ";"))) or bool(re.match(r"[A-Z0-9]", nxt))
-
-
-_DETERMINER_SUBJECT = re.compile(r"^(?:The|A|An|This|Each|Every|Our|Your|Its|Their)\s")
-_NAME_TOKEN = re.compile(r"^(?:[A-Z0-9][\w/'’.-]*|&|of|de|van|von)$")
 
 
 def _base_form(verb: str) -> str:
