@@ -69,9 +69,13 @@ class Statement:
     text: str
     title: str
     heading: str = ""
-    spans: list[Span] = field(default_factory=list)
+    by_sentence: list[list[Span]] = field(default_factory=list)  # each sentence's answer candidates (sentence_spans)
     # (subject, attribute, value, subject type, may be read backwards); subject "" = the heading or the title
     kv: list[tuple[str, str, str, str, bool]] = field(default_factory=list)
+
+    @property
+    def spans(self) -> list[Span]:
+        return [sp for spans in self.by_sentence for sp in spans]
 
     @property
     def context(self) -> str:
@@ -367,7 +371,7 @@ def statements(text: str, title: str) -> list[Statement]:
                 out.append(Statement(sentence.strip(), title, heading))
     flush_table()
     for st in out:
-        st.spans = [sp for spans in sentence_spans(st.text) for sp in spans]
+        st.by_sentence = sentence_spans(st.text)
     return out
 
 
@@ -403,7 +407,7 @@ def atomic_facts(st: Statement, doc_id: str = "", chunk_oid: str = "", spans_per
                                   False, True, doc_id, chunk_oid))
     if not st.kv:
         seen: set[str] = set()
-        for spans in sentence_spans(st.text):
+        for spans in st.by_sentence:
             taken = 0
             for sp in spans:
                 if taken >= spans_per_sentence:
