@@ -395,11 +395,13 @@ class Reflector:
         if problem:
             unit.rejected.append(Rejection(kind=kind, question=q, reason=problem))  # type: ignore[arg-type]
             return False
-        key = dedup_key(q)
-        if key in seen:
+        # a template wording is a duplicate only of the same words in the same order (its fronted form
+        # reorders its cloze on purpose); a sampled question or a probe of the same words in any order
+        key, loose = dedup_key(q, ordered=True), dedup_key(q)
+        if (key if template else loose) in seen:
             unit.rejected.append(Rejection(kind=kind, question=q, reason="duplicate"))  # type: ignore[arg-type]
             return False
-        seen.add(key)
+        seen.update((key, loose))
         return True
 
     def _facts(self, plan: UnitPlan, unit: ReflectionUnit) -> None:

@@ -133,8 +133,8 @@ def load_pairs(vault: Vault, doc_ids: set[str] | None = None) -> list[QAPair]:
         for p in unit.pairs:
             if doc_ids is not None and not set(p.doc_ids) & doc_ids:
                 continue
-            key = dedup_key(p.question)
-            if key in seen or (p.split == "probe" and key in trained):
+            key = dedup_key(p.question, ordered=True)
+            if key in seen or (p.split == "probe" and dedup_key(p.question) in trained):
                 continue
             seen.add(key)
             pairs.append(p)
@@ -197,7 +197,7 @@ def compute_stats(units: list[ReflectionUnit]) -> ReflectStats:
         st.prompt_tokens += u.stats.prompt_tokens
         st.generation_seconds += u.stats.seconds
         for p in u.pairs:
-            key = dedup_key(p.question)
+            key = dedup_key(p.question, ordered=True)
             if key in seen:
                 reasons["duplicate"] += 1
                 st.rejected += 1

@@ -74,8 +74,13 @@ def answer_supported(answer: str, source: str) -> bool:
     return sum(w in src_words for w in words) / len(words) >= 0.9
 
 
-def dedup_key(question: str) -> str:
-    return " ".join(sorted(set(normalise(question).split())))
+def dedup_key(question: str, ordered: bool = False) -> str:
+    """Two questions that are one: the same words in any order (``ordered=False``: a probe must not be
+    a training question reordered), or the same words in the same order (``ordered=True``: training
+    wordings, where a reordering is the point — the cloze "The tote must be pre-chilled for how many
+    hours?" and its fronted form "For how many hours must the tote be pre-chilled?" are two wordings)."""
+    words = normalise(question).split()
+    return " ".join(words) if ordered else " ".join(sorted(set(words)))
 
 
 _ASKS_AMOUNT = re.compile(r"\bhow (many|much|long|often|far|old)\b|\bwhat (is the )?(number|amount|rate|limit|cap|price|cost)\b", re.I)

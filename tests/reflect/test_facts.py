@@ -141,3 +141,12 @@ def test_answer_support() -> None:
     assert answer_supported("52 EUR. The per diem is 52 EUR per full travel day.", src)
     assert not answer_supported("54 EUR per day", src)
     assert not answer_supported("The hotel allowance is generous", src)
+
+
+def test_a_reordered_wording_is_another_training_wording_but_never_a_probe_of_it() -> None:
+    from appliance.reflect.validate import dedup_key
+
+    cloze, front = "The tote must be pre-chilled for how many hours?", "For how many hours must the tote be pre-chilled?"
+    assert dedup_key(cloze, ordered=True) != dedup_key(front, ordered=True)  # two training wordings
+    assert dedup_key(cloze) == dedup_key(front)  # as a probe, one is a trained question reworded
+    assert dedup_key("What is the lead?", ordered=True) == dedup_key("what is the  LEAD ?", ordered=True)
