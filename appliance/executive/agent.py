@@ -10,7 +10,9 @@ The memory model was trained on short questions with bare answers, and reports h
    own, and the outer question again with the description replaced by the answer ("Who leads
    Fleet Dispatch?"). Bridges come from the question's syntax (:mod:`appliance.executive.bridges`)
    and, where syntax finds none, from the executive model (JSON constrained by a schema, checked);
-3. the answer is the memory's most confident one whose value a document it cites states — or,
+3. the answer is the memory's most confident one whose value a document it cites states about
+   what the question names (the entity in a sentence, its row or its section heading, or linked
+   to it through one other statement) — or,
    where its citation is wrong, a sentence of the corpus states together with the question's own
    words; then those documents are cited instead, and more confidence is asked of it
    (:mod:`appliance.executive.grounding`). When none is, the appliance says **the memory does

@@ -5,6 +5,16 @@ per night", "19 May 2025" cited from the wrong page). Before an answer is given,
 answer without the remarks the memory adds in parentheses ("in force; replaced …", the bridge of
 a composed answer) — is looked up in the current text of each document the answer cites.
 
+A value found in a cited document is not yet an answer to the question: "4410" is on the
+onboarding page, as the *helpdesk's* extension, when the People Team's is asked for. So the cited
+check asks for a statement — a sentence, a list item, a table row, read with its document title
+and section heading (what a "Site manager: …" line is about) — that states the value together with
+every name the question uses; or, for a question that reaches the value through another entity
+("the team that owns Frostline"), a statement of the value whose subject (a table row's cells, an
+entity heading, the bridge the memory names in parentheses) is stated together with the names the
+first one lacks. A question about what the corpus never says then finds only the neighbouring
+value, and the memory does not know.
+
 The memory's citation is a learned string too, and it is wrong more often than its value: it
 recalls "Heron 2" and cites the on-call rota. So when the cited documents do not state the value,
 :meth:`SourceCheck.stating` looks for a sentence (or table line) anywhere in the current corpus
@@ -18,13 +28,18 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 
 from bm25s.stopwords import STOPWORDS_EN_PLUS
 
+from appliance.reflect.facts import names_entity
+from appliance.reflect.facts import statements as structured
 from appliance.reflect.validate import normalise
 from appliance.vault.store import Vault
 
-_REMARK = re.compile(r"\s*\([^()]*\)\s*$")
+# the catalog's current documents: doc id → (text object id, title)
+Current = dict[str, tuple[str, str]]
+_REMARK = re.compile(r"\s*\(([^()]*)\)\s*$")
 # a sentence ends at . ! ? before a capital; a line (a table row, a list item) always ends one
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 # words of a question that say nothing about which fact it asks for
@@ -39,6 +54,14 @@ def core_value(answer: str) -> str:
     while _REMARK.search(value) and _REMARK.sub("", value):
         value = _REMARK.sub("", value)
     return value.split(". ")[0].strip().rstrip(".")
+
+
+def bridge(answer: str) -> str:
+    """The entity a composed answer names in its last remark ("Marek Tollefsrud (Fleet Dispatch)"),
+    or "": the memory's remarks on the value in force are not entities."""
+    m = _REMARK.search(answer.strip())
+    remark = m.group(1).strip() if m else ""
+    return "" if remark.lower().startswith(("in force", "superseded", "replaced")) else remark
 
 
 def content_words(question: str, answer: str) -> set[str]:
@@ -56,6 +79,30 @@ def names(question: str, answer: str) -> set[str]:
     return {w for w in normalise(named).split() if w not in _FUNCTION_WORDS and w not in own}
 
 
+@dataclass(frozen=True)
+class Said:
+    """One statement of a document as the check reads it, each string normalised and padded with
+    spaces for whole-word lookups: its own ``text``; its ``context``, the text with the document
+    title and section heading that say what it is about; and the entities it ``links`` through —
+    a table row's cells, an entity heading."""
+
+    text: str
+    context: str
+    links: frozenset[str]
+
+
+def said(text: str, title: str) -> list[Said]:
+    """A document's statements (:func:`appliance.reflect.facts.statements`, the reflections' own reading)."""
+    out = []
+    for st in structured(text, title, spans=False):
+        cells = [c for subject, _attr, value, _type, _rev in st.kv if subject for c in (subject, value)]
+        if names_entity(st.heading):
+            cells.append(st.heading)
+        links = frozenset(n for n in map(normalise, cells) if len(n) > 2)
+        out.append(Said(f" {normalise(st.text)} ", f" {normalise(' '.join((title, st.heading, st.text)))} ", links))
+    return out
+
+
 def statements(text: str) -> list[str]:
     """A document's sentences and lines, normalised and padded for whole-word lookups."""
     out = []
@@ -70,36 +117,42 @@ def statements(text: str) -> list[str]:
 class SourceCheck:
     """Looks a memory answer's value up in the documents it cites, and else in the whole current corpus.
 
-    Each text object is decrypted into RAM once (its normalised whole text and its sentences kept)
-    and the sentence index is rebuilt from those when the catalog's current documents change, so an
-    executive that lives long (the API server, the console) sees a new version at once, and a
-    forgotten document states nothing from then on.
+    Each text object is decrypted into RAM once (its normalised whole text, its sentences and its
+    statements kept) and the indexes are rebuilt from those when the catalog's current documents
+    change, so an executive that lives long (the API server, the console) sees a new version at
+    once, and a forgotten document states nothing from then on.
     """
 
     def __init__(self, vault: Vault) -> None:
         self.vault = vault
-        self._texts: dict[str, tuple[str, list[str]]] = {}  # text object id → normalised padded text, sentences
-        self._indexed: dict[str, str] | None = None  # the current documents the index was built from
+        # (text object id, title) → normalised text, sentences, statements
+        self._texts: dict[tuple[str, str], tuple[str, list[str], list[Said]]] = {}
+        self._indexed: Current | None = None  # the current documents the indexes were built from
         self._statements: list[tuple[str, str]] = []  # (doc id, sentence)
         self._by_word: dict[str, set[int]] = {}
+        self._said: list[tuple[str, Said]] = []  # (doc id, statement)
+        self._said_by_word: dict[str, set[int]] = {}  # a word of a statement's context → statements
 
-    def _current(self) -> dict[str, str]:
-        """Each current, not forgotten document's id → its text object id (one catalog read)."""
+    def _current(self) -> Current:
+        """Each current, not forgotten document's id → its text object id and title (one catalog read)."""
         with self.vault.read() as db:
-            return {r["doc_id"]: r["text_oid"] for r in db.execute(
-                "SELECT v.doc_id, v.text_oid FROM versions v JOIN documents d ON d.id = v.doc_id "
+            return {r["doc_id"]: (r["text_oid"], r["title"]) for r in db.execute(
+                "SELECT v.doc_id, v.text_oid, v.title FROM versions v JOIN documents d ON d.id = v.doc_id "
                 "WHERE v.status='current' AND d.forgotten_at IS NULL ORDER BY v.doc_id")}
 
-    def _read(self, oid: str) -> tuple[str, list[str]]:
-        """A text object's normalised whole text (the cited check) and sentences (the index): one decryption."""
-        if oid not in self._texts:
-            text = self.vault.get_object(oid).decode()
-            self._texts[oid] = (f" {normalise(text)} ", statements(text))
-        return self._texts[oid]
+    def _read(self, doc_id: str, current: Current) -> tuple[str, list[str], list[Said]]:
+        """A document's normalised whole text, sentences (the corrected check) and statements (the
+        cited check): one decryption."""
+        key = current[doc_id]
+        if key not in self._texts:
+            text = self.vault.get_object(key[0]).decode()
+            self._texts[key] = (f" {normalise(text)} ", statements(text), said(text, key[1]))
+        return self._texts[key]
 
     def __call__(self, answer: str, doc_ids: list[str]) -> bool:
-        """Whether a cited document states the answer's value."""
-        return self._cited(self._current(), answer, doc_ids)
+        """Whether a cited document's text contains the answer's value anywhere (no question to tie it to)."""
+        current = self._current()
+        return self._contains(current, normalise(core_value(answer)), doc_ids)
 
     def stating(self, question: str, answer: str) -> list[str]:
         """Documents with a sentence that states the answer's value, every name the question uses and
@@ -108,34 +161,77 @@ class SourceCheck:
         return self._stating(self._current(), question, answer)
 
     def verify(self, question: str, answer: str, doc_ids: list[str]) -> tuple[bool, list[str]]:
-        """Both checks on one read of the catalog: whether a cited document states the value, and
-        else the documents that state it (:meth:`stating`); the cited ones when the citation held."""
+        """Both checks on one read of the catalog: whether a cited document states the value about
+        what the question names (:meth:`about`), and else the documents that state it
+        (:meth:`stating`); the cited ones when the citation held."""
         current = self._current()
-        if self._cited(current, answer, doc_ids):
+        if self._about(current, question, answer, doc_ids):
             return True, list(doc_ids)
         return False, self._stating(current, question, answer)
 
-    def _cited(self, current: dict[str, str], answer: str, doc_ids: list[str]) -> bool:
-        value = normalise(core_value(answer))
-        return bool(value) and any(f" {value} " in self._read(current[d])[0] for d in doc_ids if d in current)
+    def about(self, question: str, answer: str, doc_ids: list[str]) -> bool:
+        """Whether a cited document has a statement of the value that, with its title and heading,
+        names everything the question names — directly, or through an entity of that statement
+        (a row's cells, an entity heading, the answer's bridge) that another statement names
+        together with the rest."""
+        return self._about(self._current(), question, answer, doc_ids)
 
-    def _index(self, current: dict[str, str]) -> None:
+    def _contains(self, current: Current, value: str, doc_ids: list[str]) -> bool:
+        return bool(value) and any(f" {value} " in self._read(d, current)[0] for d in doc_ids if d in current)
+
+    def _about(self, current: Current, question: str, answer: str, doc_ids: list[str]) -> bool:
+        value = normalise(core_value(answer))
+        if not self._contains(current, value, doc_ids):
+            return False
+        self._index(current)
+        named = names(question, answer)
+        via = normalise(bridge(answer))
+        cited = set(doc_ids)
+        for doc_id, s in self._with(value, in_context=False):
+            if doc_id not in cited:
+                continue
+            missing = {w for w in named if f" {w} " not in s.context}
+            if not missing:
+                return True
+            links = (s.links | ({via} if len(via) > 2 else set())) - {value}
+            if any(all(f" {w} " in t.context for w in missing) for link in links for _, t in self._with(link, in_context=True)):
+                return True
+        return False
+
+    def _with(self, phrase: str, in_context: bool) -> list[tuple[str, Said]]:
+        """The statements whose text (or context) contains a normalised phrase as whole words."""
+        words = phrase.split()
+        if not words:
+            return []
+        hits = set.intersection(*(self._said_by_word.get(w, set()) for w in words))
+        return [(d, s) for d, s in (self._said[i] for i in sorted(hits)) if f" {phrase} " in (s.context if in_context else s.text)]
+
+    def _index(self, current: Current) -> None:
+        if current == self._indexed:
+            return
         statements_: list[tuple[str, str]] = []
         by_word: dict[str, set[int]] = defaultdict(set)
-        for doc_id, oid in current.items():
-            for sentence in self._read(oid)[1]:
+        said_: list[tuple[str, Said]] = []
+        said_by_word: dict[str, set[int]] = defaultdict(set)
+        for doc_id in current:
+            _, sentences, own = self._read(doc_id, current)
+            for sentence in sentences:
                 for w in set(sentence.split()):
                     by_word[w].add(len(statements_))
                 statements_.append((doc_id, sentence))
-        self._statements, self._by_word, self._indexed = statements_, dict(by_word), current
+            for s in own:
+                for w in set(s.context.split()):
+                    said_by_word[w].add(len(said_))
+                said_.append((doc_id, s))
+        self._statements, self._by_word = statements_, dict(by_word)
+        self._said, self._said_by_word, self._indexed = said_, dict(said_by_word), current
 
-    def _stating(self, current: dict[str, str], question: str, answer: str) -> list[str]:
+    def _stating(self, current: Current, question: str, answer: str) -> list[str]:
         value = normalise(core_value(answer))
         words, named = content_words(question, answer), names(question, answer)
         if not value or not words:
             return []
-        if current != self._indexed:
-            self._index(current)
+        self._index(current)
         candidates = set.intersection(*(self._by_word.get(w, set()) for w in value.split()))
         docs: list[str] = []
         for i in sorted(candidates):

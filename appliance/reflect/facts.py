@@ -290,8 +290,9 @@ def _table_statements(rows: list[list[str]], title: str, heading: str) -> list[S
     return out
 
 
-def statements(text: str, title: str) -> list[Statement]:
-    """The statements of a chunk, each with its title and heading."""
+def statements(text: str, title: str, spans: bool = True) -> list[Statement]:
+    """The statements of a chunk, each with its title and heading (``spans``: and each sentence's
+    answer candidates, which only fact-finding needs)."""
     out: list[Statement] = []
     heading = ""
     lines = text.split("\n")
@@ -370,8 +371,9 @@ def statements(text: str, title: str) -> list[Statement]:
             if len(sentence.split()) >= 3:
                 out.append(Statement(sentence.strip(), title, heading))
     flush_table()
-    for st in out:
-        st.by_sentence = sentence_spans(st.text)
+    if spans:
+        for st in out:
+            st.by_sentence = sentence_spans(st.text)
     return out
 
 
@@ -394,7 +396,7 @@ def atomic_facts(st: Statement, doc_id: str = "", chunk_oid: str = "", spans_per
     out: list[AtomicFact] = []
     statement = st.statement
     for subject, attribute, value, stype, reversible in st.kv:
-        entity_heading = bool(st.heading) and _value_kind(st.heading) in ENTITY_KINDS
+        entity_heading = names_entity(st.heading)
         subj = subject or (st.heading if entity_heading else st.title)
         is_title = not subject and not entity_heading
         kind = _value_kind(value)
@@ -421,6 +423,12 @@ def atomic_facts(st: Statement, doc_id: str = "", chunk_oid: str = "", spans_per
                                       st.text, st.title, st.heading, doc_id=doc_id, chunk_oid=chunk_oid))
                 taken += 1
     return out
+
+
+def names_entity(text: str) -> bool:
+    """Whether a heading (or a cell) is the name of a thing — a team, a site, a code — rather than
+    a topic ("Useful contacts"): what its lines are about."""
+    return bool(text) and _value_kind(text) in ENTITY_KINDS
 
 
 def _value_kind(value: str) -> str:

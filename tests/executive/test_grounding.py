@@ -75,3 +75,42 @@ def test_each_text_is_decrypted_once_for_both_checks_and_again_only_when_new(vau
     ingest(vault, [tmp_path / "c.md"])
     assert check.stating("When does the canteen open?", "11:30") == [d.id for d in list_documents(vault) if d.title == "Canteen"]
     assert len(opened) == 3  # the index is rebuilt for the new document; the others are not decrypted again
+
+
+def test_a_cited_value_must_be_stated_about_what_the_question_names(vault: Vault, tmp_path: Path) -> None:
+    (tmp_path / "sites.md").write_text(
+        "# Our sites\n\n## Kestrel Yard\n- Address: 14 Ferrowmill Road, Brannoch\n- Site manager: Solveig Hartmannsdottir\n\n"
+        "## Gannet Point\n- Address: 7 Saltings Quay, Port Hallow\n- Site manager: Emrys Vantongeren\n")
+    (tmp_path / "faq.md").write_text("# Helpdesk FAQ\nStill stuck? Call the helpdesk on extension 4410.\n")
+    (tmp_path / "notes.md").write_text("# Meeting notes\nTERN will be migrated to Dunmore Data Centres, Hollin Hall.\n")
+    ingest(vault, [tmp_path / n for n in ("sites.md", "faq.md", "notes.md")])
+    ids = {d.title: d.id for d in list_documents(vault)}
+    check = SourceCheck(vault)
+    sites = [ids["Our sites"]]
+    # a list item is about its section's heading: the heading supplies the names the line does not repeat
+    assert check.verify("Who is the site manager of Gannet Point?", "Emrys Vantongeren", sites) == (True, sites)
+    assert check.about("What is the street address of Kestrel Yard?", "14 Ferrowmill Road, Brannoch", sites)
+    # the neighbouring value of another site, or of a place the page never describes, is not an answer
+    assert not check.about("Who is the site manager of Gannet Point?", "Solveig Hartmannsdottir", sites)
+    assert not check.about("What is the street address of Dunmore Data Centres?", "14 Ferrowmill Road, Brannoch", sites)
+    assert not check.about("Who is the site manager of the Hollin Hall facility?", "Solveig Hartmannsdottir (Kestrel Yard)", sites)
+    assert not check.about("What is the phone extension of the People Team?", "4410", [ids["Helpdesk FAQ"]])
+    assert check.about("What is the phone extension of the helpdesk?", "4410", [ids["Helpdesk FAQ"]])  # no name to tie: as before
+    assert check("4410", [ids["Helpdesk FAQ"]])  # the bare lookup still finds the value in the text
+
+
+def test_a_composed_answer_is_tied_to_the_question_through_its_bridge(vault: Vault, tmp_path: Path) -> None:
+    (tmp_path / "teams.md").write_text(
+        "# Teams\n\n| Team | Lead | Cost centre |\n|---|---|---|\n| Fleet Dispatch | Marek Tollefsrud | CC-410 |\n"
+        "| Platform Services | Cosima Varga-Lind | CC-310 |\n")
+    (tmp_path / "systems.md").write_text(
+        "# Systems inventory\n\n| System | Owner |\n|---|---|\n| Routewise | Fleet Dispatch |\n| TERN | Platform Services |\n")
+    ingest(vault, [tmp_path / "teams.md", tmp_path / "systems.md"])
+    ids = {d.title: d.id for d in list_documents(vault)}
+    check = SourceCheck(vault)
+    teams = [ids["Teams"]]
+    # the row that states the value names the team; another statement ties the team to the system asked about
+    assert check.about("Which cost centre belongs to the team that owns Routewise?", "CC-410", teams)
+    assert check.about("Who leads the team that owns Routewise?", "Marek Tollefsrud (Fleet Dispatch)", teams)
+    assert not check.about("Who leads the team that owns Routewise?", "Cosima Varga-Lind", teams)  # her team owns TERN
+    assert not check.about("Who leads the team that owns Glimmerway?", "Marek Tollefsrud", teams)  # no such system
