@@ -12,8 +12,8 @@ time on the answer and not on fixed text. So:
   computed;
 * the thread count is re-checked while training, so a core freed by another process is used;
 * training stops on held-out recall: after ``min_epochs``, every epoch the held-out probes (wordings
-  never trained on) are asked, and training ends when they stop improving, at ``target_recall``,
-  or at ``epochs``. Recall on a sample of training questions is reported beside it;
+  never trained on) are asked, and training ends when they stop improving (once the training
+  questions themselves are recalled: ``memorised_recall``), at ``target_recall``, or at ``epochs``. Recall on a sample of training questions is reported beside it;
 * then the best epoch's weights are annealed (warm-up, stable, decay): ``anneal_epochs`` more at a
   rate falling linearly to 0, kept unless the probes say they got worse. A constant rate lets the
   weights wander between epochs (held-out recall 55, 50, 56 % at epochs 6-8 of one run); the decay
@@ -229,6 +229,23 @@ def decay_tolerance(params: TrainParams, n_probes: int) -> float:
     return (max(params.min_gain, 1 / n_probes) if n_probes else params.min_gain) + 10.0 ** -SHARE_DIGITS
 
 
+def stop_reason(evals: list[EpochEval], params: TrainParams) -> str:
+    """Why training ends after the last of ``evals`` ("target", "plateau") or "" to go on. A plateau
+    is ``patience`` epochs that gain less than ``min_gain`` on the best before them, and counts only
+    once the memory recalls ``memorised_recall`` of its training questions: until it has learned what
+    it was shown, more epochs are what it needs, and a held-out dip of a probe is noise."""
+    if not evals:
+        return ""
+    last = evals[-1]
+    if last.held_out is not None and last.held_out >= params.target_recall:
+        return "target"
+    scores = [e.held_out or 0.0 for e in evals]
+    best_before = max(scores[: -params.patience], default=-1.0)
+    flat = len(scores) > params.patience and max(scores[-params.patience :]) < best_before + params.min_gain
+    learned = last.training is None or last.training >= params.memorised_recall
+    return "plateau" if flat and learned else ""
+
+
 def stop_summary(metrics: dict[str, Any]) -> str:
     """Why a run ended and what came of its decay phase, for the line that reports it."""
     stopped = metrics.get("stopped", "")
@@ -411,13 +428,7 @@ def train_memory(
             best.update(epoch=epoch, recall=held, state={k: v.detach().clone() for k, v in trainable_state().items()})
         if on_eval:
             on_eval(ev)
-        if held is not None and held >= params.target_recall:
-            return "target"
-        scores = [e.held_out or 0.0 for e in evals]
-        best_before = max(scores[: -params.patience], default=-1.0)
-        if len(scores) > params.patience and max(scores[-params.patience :]) < best_before + params.min_gain:
-            return "plateau"
-        return "max epochs" if step >= total else ""
+        return stop_reason(evals, params) or ("max epochs" if step >= total else "")
 
     def begin_anneal(reason: str) -> bool:
         """Start the decay phase from the best epoch's weights (on every rank); False when it does

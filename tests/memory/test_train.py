@@ -199,3 +199,17 @@ def test_decay_tolerance_is_one_probe_where_that_is_more_than_min_gain() -> None
             assert one_less >= best - decay_tolerance(params, n)
             if right >= 2 and n <= 100:  # where one probe is at least min_gain, two less are not kept
                 assert round((right - 2) / n, SHARE_DIGITS) < best - decay_tolerance(params, n)
+
+
+def test_a_flat_epoch_is_a_plateau_only_once_the_training_questions_are_recalled() -> None:
+    from appliance.memory.train import EpochEval, stop_reason
+
+    params = TrainParams(patience=1, min_gain=0.01, memorised_recall=0.9, target_recall=0.97)
+    learning = [EpochEval(3, 0.48, 0.77, 1.0), EpochEval(4, 0.4733, 0.875, 1.0)]  # the 9237df9 run's stop
+    assert stop_reason(learning, params) == ""  # still learning its training set: go on
+    learned = learning + [EpochEval(5, 0.47, 0.92, 1.0)]
+    assert stop_reason(learned, params) == "plateau"
+    assert stop_reason(learned[:2] + [EpochEval(5, 0.55, 0.92, 1.0)], params) == ""  # a gain: go on
+    assert stop_reason([EpochEval(3, 0.98, 0.5, 1.0)], params) == "target"
+    assert stop_reason([EpochEval(3, 0.5, None, 1.0), EpochEval(4, 0.5, None, 1.0)], params) == "plateau"  # no training sample
+    assert stop_reason([], params) == ""
