@@ -56,6 +56,17 @@ def core_value(answer: str) -> str:
     return value.split(". ")[0].strip().rstrip(".")
 
 
+def values(question: str, answer: str) -> list[str]:
+    """The normalised forms of an answer's value to look up: the value as the memory wrote it, and,
+    where it repeats words of the question, the value without them — what the answer adds. "8 failed
+    login attempts" to "After how many failed login attempts …?" states "8" where the policy says
+    "8 failed attempts": the echoed words are the question's, not a claim to find verbatim."""
+    value = normalise(core_value(answer))
+    asked = set(normalise(question).split())
+    added = " ".join(w for w in value.split() if w not in asked)
+    return [v for v in dict.fromkeys((value, added)) if v]
+
+
 def bridge(answer: str) -> str:
     """The entity a composed answer names in its last remark ("Marek Tollefsrud (Fleet Dispatch)"),
     or "": the memory's remarks on the value in force are not entities."""
@@ -180,7 +191,17 @@ class SourceCheck:
         return bool(value) and any(f" {value} " in self._read(d, current)[0] for d in doc_ids if d in current)
 
     def _about(self, current: Current, question: str, answer: str, doc_ids: list[str]) -> bool:
-        value = normalise(core_value(answer))
+        written, *shortened = values(question, answer)
+        tie = content_words(question, answer)
+        return self._about_value(current, question, answer, written, doc_ids, set()) or any(
+            self._about_value(current, question, answer, v, doc_ids, tie) for v in shortened if tie)
+
+    def _about_value(self, current: Current, question: str, answer: str, value: str, doc_ids: list[str],
+                     tie: set[str]) -> bool:
+        """:meth:`about` for one form of the value; a value shortened to what the answer adds must be
+        stated with one more ``tie`` to the question (a content word the answer does not echo), as
+        the words it lost tied it before: "2nd" of "2nd working day of the following month" is
+        stated for invoices, not for the month-end close the question asks about."""
         if not self._contains(current, value, doc_ids):
             return False
         self._index(current)
@@ -188,7 +209,7 @@ class SourceCheck:
         via = normalise(bridge(answer))
         cited = set(doc_ids)
         for doc_id, s in self._with(value, in_context=False):
-            if doc_id not in cited:
+            if doc_id not in cited or (tie and not any(f" {w} " in s.context for w in tie)):
                 continue
             missing = {w for w in named if f" {w} " not in s.context}
             if not missing:
@@ -227,16 +248,16 @@ class SourceCheck:
         self._said, self._said_by_word, self._indexed = said_, dict(said_by_word), current
 
     def _stating(self, current: Current, question: str, answer: str) -> list[str]:
-        value = normalise(core_value(answer))
         words, named = content_words(question, answer), names(question, answer)
-        if not value or not words:
+        if not words:
             return []
         self._index(current)
-        candidates = set.intersection(*(self._by_word.get(w, set()) for w in value.split()))
         docs: list[str] = []
-        for i in sorted(candidates):
-            doc_id, sentence = self._statements[i]
-            if (doc_id not in docs and f" {value} " in sentence and any(f" {w} " in sentence for w in words)
-                    and all(f" {w} " in sentence for w in named)):
-                docs.append(doc_id)
+        for value in values(question, answer):
+            candidates = set.intersection(*(self._by_word.get(w, set()) for w in value.split()))
+            for i in sorted(candidates):
+                doc_id, sentence = self._statements[i]
+                if (doc_id not in docs and f" {value} " in sentence and any(f" {w} " in sentence for w in words)
+                        and all(f" {w} " in sentence for w in named)):
+                    docs.append(doc_id)
         return docs

@@ -114,3 +114,30 @@ def test_a_composed_answer_is_tied_to_the_question_through_its_bridge(vault: Vau
     assert check.about("Who leads the team that owns Routewise?", "Marek Tollefsrud (Fleet Dispatch)", teams)
     assert not check.about("Who leads the team that owns Routewise?", "Cosima Varga-Lind", teams)  # her team owns TERN
     assert not check.about("Who leads the team that owns Glimmerway?", "Marek Tollefsrud", teams)  # no such system
+
+
+def test_words_the_answer_echoes_from_the_question_are_not_looked_up_verbatim(vault: Vault, tmp_path: Path) -> None:
+    from appliance.executive.grounding import values
+
+    (tmp_path / "sec.md").write_text("# Security policy\nAccounts are locked after 8 failed attempts. A lockout lasts 15 minutes.\n")
+    ingest(vault, [tmp_path / "sec.md"])
+    doc = [d.id for d in list_documents(vault)]
+    check = SourceCheck(vault)
+    q = "After how many failed login attempts is an account locked?"
+    assert values(q, "8 failed login attempts (in force; replaced 5 failed attempts)") == ["8 failed login attempts", "8"]
+    assert values(q, "8") == ["8"] and values(q, "failed login attempts") == ["failed login attempts"]
+    assert check.about(q, "8 failed login attempts", doc)  # "login" is the question's word, "8" the claim
+    assert not check.about(q, "5 failed login attempts", doc)  # a value the policy does not state still fails
+    assert not check.about("How long does a lockout last?", "5 minutes", doc)
+    assert check.stating(q, "8 failed login attempts") == doc  # and the corpus-wide lookup reads it the same way
+
+
+def test_a_value_shortened_to_what_the_answer_adds_needs_another_tie_to_the_question(vault: Vault, tmp_path: Path) -> None:
+    (tmp_path / "cal.md").write_text("# Fiscal calendar\n- Month-end close: 4th working day of the following month.\n"
+                                     "- All invoices for a month must be in Ledgerbay by the 2nd working day.\n")
+    ingest(vault, [tmp_path / "cal.md"])
+    doc = [d.id for d in list_documents(vault)]
+    check = SourceCheck(vault)
+    q = "On which working day of the following month is the month-end close?"
+    assert check.about(q, "4th working day of the following month", doc)
+    assert not check.about(q, "2nd working day of the following month", doc)  # "2nd" is the invoices' deadline
