@@ -86,8 +86,9 @@ class TrainParams:
     """Memory training. Exposures per fact are what make a small model remember: several wordings
     per fact (reflections) times the epochs here. Training stops on held-out recall (probes): after
     ``min_epochs``, when an epoch reaches ``target_recall`` or ``patience`` epochs gain less than
-    ``min_gain`` once training recall is at least ``memorised_recall``; ``epochs`` is the ceiling; then ``anneal_epochs`` of decay. LoRA on every projection
-    at a high rank, or full fine-tuning (``method``, ``full_learning_rate``)."""
+    ``min_gain`` once training recall is at least ``memorised_recall``; ``epochs`` is the ceiling;
+    then ``anneal_epochs`` of decay. LoRA on every projection at a high rank, or full fine-tuning
+    (``method``, ``full_learning_rate``)."""
 
     method: str = "lora"  # lora | full
     rank: int = 64

@@ -13,7 +13,8 @@ time on the answer and not on fixed text. So:
 * the thread count is re-checked while training, so a core freed by another process is used;
 * training stops on held-out recall: after ``min_epochs``, every epoch the held-out probes (wordings
   never trained on) are asked, and training ends when they stop improving (once the training
-  questions themselves are recalled: ``memorised_recall``), at ``target_recall``, or at ``epochs``. Recall on a sample of training questions is reported beside it;
+  questions themselves are recalled: ``memorised_recall``), at ``target_recall``, or at
+  ``epochs``. Recall on a sample of training questions is reported beside it;
 * then the best epoch's weights are annealed (warm-up, stable, decay): ``anneal_epochs`` more at a
   rate falling linearly to 0, kept unless the probes say they got worse. A constant rate lets the
   weights wander between epochs (held-out recall 55, 50, 56 % at epochs 6-8 of one run); the decay
