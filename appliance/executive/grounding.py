@@ -191,12 +191,15 @@ class SourceCheck:
         return bool(value) and any(f" {value} " in self._read(d, current)[0] for d in doc_ids if d in current)
 
     def _about(self, current: Current, question: str, answer: str, doc_ids: list[str]) -> bool:
-        written, *shortened = values(question, answer)
-        tie = content_words(question, answer)
-        return self._about_value(current, question, answer, written, doc_ids, set()) or any(
-            self._about_value(current, question, answer, v, doc_ids, tie) for v in shortened if tie)
+        forms = values(question, answer)
+        if not forms:  # an empty answer states nothing
+            return False
+        written, *shortened = forms
+        named, via, tie = names(question, answer), normalise(bridge(answer)), content_words(question, answer)
+        return self._about_value(current, written, doc_ids, named, via, set()) or any(
+            self._about_value(current, v, doc_ids, named, via, tie) for v in shortened if tie)
 
-    def _about_value(self, current: Current, question: str, answer: str, value: str, doc_ids: list[str],
+    def _about_value(self, current: Current, value: str, doc_ids: list[str], named: set[str], via: str,
                      tie: set[str]) -> bool:
         """:meth:`about` for one form of the value; a value shortened to what the answer adds must be
         stated with one more ``tie`` to the question (a content word the answer does not echo), as
@@ -205,8 +208,6 @@ class SourceCheck:
         if not self._contains(current, value, doc_ids):
             return False
         self._index(current)
-        named = names(question, answer)
-        via = normalise(bridge(answer))
         cited = set(doc_ids)
         for doc_id, s in self._with(value, in_context=False):
             if doc_id not in cited or (tie and not any(f" {w} " in s.context for w in tie)):

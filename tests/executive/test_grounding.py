@@ -130,6 +130,7 @@ def test_words_the_answer_echoes_from_the_question_are_not_looked_up_verbatim(va
     assert not check.about(q, "5 failed login attempts", doc)  # a value the policy does not state still fails
     assert not check.about("How long does a lockout last?", "5 minutes", doc)
     assert check.stating(q, "8 failed login attempts") == doc  # and the corpus-wide lookup reads it the same way
+    assert check.verify(q, "", doc) == (False, [])  # an empty answer states nothing (and does not raise)
 
 
 def test_a_value_shortened_to_what_the_answer_adds_needs_another_tie_to_the_question(vault: Vault, tmp_path: Path) -> None:
