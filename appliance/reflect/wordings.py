@@ -260,7 +260,8 @@ def _sentence_with(text: str, value: str) -> str:
     """The sentence of a statement that holds the value, with the one before it when it leans on it
     ("Fit a fresh FT-9 tag. The tag reports to Frostline."). The sentence where the value is an answer
     span of its own, not a part of a longer one ("10" of "more than 10 consecutive days", not of an
-    earlier sentence's "at least 10 working days")."""
+    earlier sentence's "at least 10 working days"); of a compound sentence, the clause that holds it
+    (:func:`_clause_with`)."""
     from appliance.reflect.facts import _SENTENCE, find_spans
 
     parts = _SENTENCE.split(text)
@@ -270,8 +271,32 @@ def _sentence_with(text: str, value: str) -> str:
         part = parts[i]
         if i and (_ANAPHOR.match(part) or len(part.split()) < 6):
             return f"{parts[i - 1]} {part}"
-        return part
+        return _clause_with(part, value)
     return text
+
+
+# a coordinated clause with a subject of its own: ", and the tote was …", "; the customer was …"
+_COORDINATED = re.compile(r"(?:,?\s+(?:and|but|while|whereas)|\s*;)\s+(?=(?:[Tt]he|[Aa]n?|[Ee]ach|[Ee]very|[Nn]o)\s)")
+
+
+def _clause_with(sentence: str, value: str) -> str:
+    """The clause of a compound sentence that holds the value: "The highest reading was 11.4 °C and
+    the tote was above 8 °C for 52 minutes." → "The tote was above 8 °C for 52 minutes." for "52
+    minutes". Each clause states a fact of its own (the facts are atomic); asked in the whole sentence,
+    a question carries another fact's value and reads like no question anyone asks. Only where every
+    part is a clause — a new subject led by a determiner and a verb (an auxiliary) on both sides — and
+    the value is in one of them; anything else stays whole ("leaves Gannet Point at 17:15 and Little
+    Osier at 17:30", "can be carried over and must be used by 31 March")."""
+    parts = [p.strip().rstrip(",") for p in _COORDINATED.split(sentence)]
+    if len(parts) < 2 or not all(_AUX.search(p) and len(p.split()) >= 3 for p in parts):
+        return sentence
+    holding = [i for i, p in enumerate(parts) if value in p]
+    if len(holding) != 1:
+        return sentence
+    clause = parts[holding[0]]
+    if holding[0] < len(parts) - 1 and not clause.endswith((".", "!", "?")):
+        clause += "."
+    return clause[0].upper() + clause[1:]
 
 
 def cloze(f: AtomicFact, text: str | None = None) -> str | None:
@@ -319,7 +344,7 @@ def fronted(f: AtomicFact, text: str | None = None) -> str | None:
     if prep:
         q, before = f"{prep.group(1).lower()} {q}", before[: prep.start()] + " "
     found = list(_AUX.finditer(before))
-    if len(found) != 1 or "," in before or _SUBORDINATE.match(before.strip()):
+    if len(found) != 1 or "," in before or _SUBORDINATE.match(before.strip()) or _CLAUSE_WORDS.search(before):
         return None  # no auxiliary, or several clauses: which one to invert is not clear
     m = found[0]
     subject = before[: m.start()].strip()

@@ -182,3 +182,26 @@ def test_a_statement_without_an_auxiliary_is_asked_with_does() -> None:
     assert got["Little Osier"] is None  # "totes" is not the verb
     assert got["2 °C"] is None and got["8 °C"] is None  # a coordination is not asked half
     assert got.get("Q4") is None  # a part of a longer name
+
+
+def test_a_compound_sentence_is_asked_one_clause_at_a_time() -> None:
+    """Each clause with a subject of its own is a fact of its own: its question carries no other fact's value."""
+    text = ("The highest reading was 11.4 °C and the tote was above 8 °C for 52 minutes.\n\n"
+            "Products were quarantined and the customer was informed by Fenna Dujardin.\n\n"
+            "A shuttle bus leaves Gannet Point at 17:15 and Little Osier at 17:30.\n\n"
+            "Unused leave can be carried over and must be used by 31 March.")
+    got = {f.value: f for f in facts(text, "Incident report")}
+    assert cloze(got["11.4 °C"]) == "The highest reading was what temperature?"
+    assert fronted(got["11.4 °C"]) == "What temperature was the highest reading?"
+    assert cloze(got["52 minutes"]) == "The tote was above 8 °C for how many minutes?"
+    assert fronted(got["52 minutes"]) == "For how many minutes was the tote above 8 °C?"
+    assert cloze(got["Fenna Dujardin"]) == "The customer was informed by whom?"
+    # not two clauses: a coordinated object, and one subject with two verbs, stay whole
+    assert cloze(got["Little Osier"]).startswith("A shuttle bus leaves Gannet Point at 17:15 and")
+    assert cloze(got["31 March"]) == "Unused leave can be carried over and must be used by what date?"
+
+
+def test_a_value_inside_a_subordinate_clause_is_not_fronted() -> None:
+    [f] = [f for f in facts("The claim window was shortened so that Finance Ops can close each month on time.")
+           if f.value == "Finance Ops"]
+    assert fronted(f) is None  # "What was the claim window shortened so that can close …?" asks nothing
