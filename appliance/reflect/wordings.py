@@ -125,11 +125,8 @@ def kv_questions(f: AtomicFact, plain: bool, qualify: str = "") -> list[tuple[st
     if f.reverse:
         kind = (f.subject_type or "").strip().lower()
         which = f"Which {phrase(kind)}" if kind and len(kind.split()) <= 3 else "What"
-        if _participle(a):  # "Which team is based at Gannet Point?", never "… has the based at …"
-            out.append((f"{which} is {a} {f.subject}?", "reverse-verb"))
-        else:
-            out += [(f"{which} has the {a} {f.subject}?", "reverse-has"),
-                    (f"{f.subject} is the {a} of which {phrase(kind) if kind else 'entry'}?", "reverse-of")]
+        out += [(f"{which} has the {a} {f.subject}?", "reverse-has"),
+                (f"{f.subject} is the {a} of which {phrase(kind) if kind else 'entry'}?", "reverse-of")]
         if kind and len(kind.split()) <= 3 and _key_words(kind) != _key_words(f.attribute):
             out.append((f"What is the {phrase(kind)} of {f.subject}?", "reverse-type"))
         if f.subject_is_title or qualify:
@@ -137,8 +134,6 @@ def kv_questions(f: AtomicFact, plain: bool, qualify: str = "") -> list[tuple[st
         return out
     wh = wh_word(f.kind, f.attribute, f.value)
     be = "are" if _plural(f.attribute) else "is"
-    if _participle(a):
-        return _participle_questions(f, a, wh, title, qualify)
     if f.subject_is_title:
         out += [(f"What {be} the {a} in {_the(title)}?", "title-in"), (f"{title}: what {be} the {a}?", "title-colon")]
         if wh != "What":
@@ -152,45 +147,12 @@ def kv_questions(f: AtomicFact, plain: bool, qualify: str = "") -> list[tuple[st
     out += [(f"What {be} the {a} of {s}?", "of"), (f"{s}: what {be} the {a}?", "colon"), (f"What {be} {s}'s {a}?", "possessive")]
     if wh != "What":
         out.append((f"{wh} {be} the {a} of {s}?", "wh"))
+    if _VERB_LIKE.search(a):  # "Based at", "Hosted at", "Reported by": a participle, asked as one
+        out += [(f"{s} is {a} what?", "verb-what"), (f"{'Who' if wh == 'Who' else 'What'} is {s} {a}?", "verb-wh")]
     if qualify:
         out = [(in_document(title, q), n) for q, n in out]
     else:
         out.append((f"According to {_the(title)}, what is the {a} of {s}?", "according"))
-    return out
-
-
-_IRREGULAR_PARTICIPLES = {"held", "run", "kept", "paid", "built", "sent", "made", "given", "known", "shown", "done", "taken",
-                          "led", "owned", "set", "put", "found", "written", "sold", "bought", "told", "met"}
-
-
-def _participle(a: str) -> re.Match[str] | None:
-    """A header that is a past participle ("Based at", "Hosted at", "Reported by", "Maintained by"):
-    it reads as a verb, so "the based at of Sentra" asks nothing; it is asked as the verb it is."""
-    m = re.fullmatch(r"([a-z]+)(?: (at|by|in|on|to|from|with|for))?", a)
-    if not m or not (m.group(1).endswith("ed") or m.group(1) in _IRREGULAR_PARTICIPLES) or m.group(1) in ("need", "feed", "speed"):
-        return None
-    return m
-
-
-def _participle_questions(f: AtomicFact, a: str, wh: str, title: str, qualify: str) -> list[tuple[str, str]]:
-    """Wordings of a participle attribute: "Ledgerbay is hosted at what?", "What is Ledgerbay hosted
-    at?", "Where is Ledgerbay hosted?" (a place preposition), "Ledgerbay: hosted at what?", and as
-    its document says it; for the document itself, "Who is the incident report reported by?"."""
-    m = _participle(a)
-    assert m is not None
-    verb, prep = m.group(1), m.group(2) or ""
-    who = "Who" if wh == "Who" else "What"
-    obj = "whom" if who == "Who" and prep == "by" else "what"
-    about = _the(title) if f.subject_is_title else f.subject
-    cap = about[0].upper() + about[1:]
-    out = [(f"{cap} is {a} {obj}?", "verb-what"), (f"{who} is {about} {a}?", "verb-wh"), (f"{cap}: {a} {obj}?", "verb-colon")]
-    if prep in ("at", "in") and who == "What":
-        out.append((f"Where is {about} {verb}?", "verb-where"))
-    if f.subject_is_title:  # the document is named already (the superseded one's own title when qualified)
-        return out
-    if qualify:
-        return [(in_document(title, q), n) for q, n in out]
-    out.append((f"According to {_the(title)}, {who.lower()} is {f.subject} {a}?", "according"))
     return out
 
 
@@ -236,6 +198,7 @@ def _third_person(verb: str) -> str:
 _BE = {"are", "is", "were", "was", "am"}
 _WH_CLAUSE = re.compile(r"^(what|who|where|when|which)\s+(they|we|you|it|he|she)\s+([a-z]+)(.*)$")
 _WH_HEADER = re.compile(r"^(what|who|whom|whose|which|when|where|why|how)\b", re.I)
+_VERB_LIKE = re.compile(r"^[a-z]+ed(?: (?:at|by|in|on|to|from|with|for))?$|^[a-z]+ (?:at|by|in|on|to|from|with|for)$")
 _NOT_NOUNS = _PREPOSITIONS | {"the", "a", "an", "and", "or", "is", "are", "was", "were", "be", "been", "called", "named",
                               "as", "than", "not", "no", "every", "each", "any", "all", "new", "old", "our", "your",
                               "their", "its", "his", "her", "this", "that", "these", "those", "via", "uses", "use"}
@@ -583,33 +546,10 @@ def span_questions(f: AtomicFact, plain: bool, qualify: str = "") -> list[tuple[
     return out
 
 
-def _participle_of(a: str, wh: str, about: str, name: str) -> list[tuple[str, str]]:
-    """A participle attribute asked about a described thing: "What is the owning team of Routewise
-    based at?", "Where is the owning team of Routewise based?"."""
-    m = _participle(a)
-    assert m is not None
-    who = "Who" if wh == "Who" else "What"
-    out = [(f"{who} is {about} {a}?", f"{name}-verb")]
-    if m.group(2) in ("at", "in") and who == "What":
-        out.append((f"Where is {about} {m.group(1)}?", f"{name}-where"))
-    return out
-
-
-def description(f: AtomicFact, kind: str = "") -> str | None:
-    """A noun phrase that names a kv fact's value without saying it: "the owning team of Routewise";
-    for a participle attribute the value's ``kind`` carries it ("the site Fleet Dispatch is based
-    at", "the team based at Gannet Point"); a header that is a question names nothing."""
-    if f.form != "kv" or _WH_HEADER.match(phrase(f.attribute)):
+def description(f: AtomicFact) -> str | None:
+    """A noun phrase that names a kv fact's value without saying it: "the owning team of Routewise"."""
+    if f.form != "kv":
         return None
-    m = _participle(phrase(f.attribute))
-    if m:
-        a = phrase(f.attribute)
-        if f.reverse:
-            return f"the {phrase(f.subject_type) if f.subject_type else 'one'} {a} {f.subject}"
-        kind = kind or ("place" if m.group(2) in ("at", "in") else "")
-        if not kind:
-            return None
-        return f"the {kind} {_the(_strip_title(f.title)) if f.subject_is_title else f.subject} is {a}"
     if f.reverse:
         kind = phrase(f.subject_type) if f.subject_type else "one"
         return f"the {kind} whose {phrase(f.attribute)} is {f.subject}"
@@ -632,17 +572,12 @@ def composed_questions(first: AtomicFact, second: AtomicFact, bridge: str) -> li
     wh = wh_word(second.kind, second.attribute, second.value)
     type2 = phrase(second.subject_type) if second.subject_type else ""
     out: list[tuple[str, str]] = []
-    d = description(first, "" if second.reverse else type2)
-    if d is None and first.form == "kv":
-        return []
+    d = description(first)
     if d is not None:
         if second.reverse:
             if not type2:
                 return []
-            has = f"Which {type2} is {a2} {d}?" if _participle(a2) else f"Which {type2} has the {a2} {d}?"
-            return [(f"What is the {type2} of {d}?", "composed-type"), (has, "composed-has")]
-        if _participle(a2):
-            return _participle_of(a2, wh, d, "composed")
+            return [(f"What is the {type2} of {d}?", "composed-type"), (f"Which {type2} has the {a2} {d}?", "composed-has")]
         out += [(f"What is the {a2} of {d}?", "composed-of"), (f"{d[0].upper() + d[1:]}: what is its {a2}?", "composed-colon")]
         if wh != "What":
             out.append((f"{wh} is the {a2} of {d}?", "composed-wh"))
@@ -650,20 +585,9 @@ def composed_questions(first: AtomicFact, second: AtomicFact, bridge: str) -> li
     kind = phrase(second.subject_type) if second.subject_type and not second.reverse else "one"
     text = first.text
     at = text.find(bridge)
-    if at < 0 or second.reverse or len(bridge) <= 2:
-        return []  # a two-character code ("Q2") names different things in different documents
-    before, after = text[:at], text[at + len(bridge):]
-    if text.count(",") >= 2 and (re.search(r"[\w)],\s*$", before) or re.match(r"^,\s*[A-Z]", after)):
-        return []  # one item of a list ("All accounts: TERN, Routewise, Ledgerbay, …"): "that system" is any of them
-    if re.match(rf"^\s+{re.escape(kind)}\b", after):
-        kind_here = ""  # "the Site Safety team" → "the team", not "the the team team"
-    else:
-        kind_here = kind
-    det = "" if re.search(r"\b(?:the|a|an)\s+$", before, re.I) else "the "
-    clause = " ".join((before + (det + kind_here if kind_here else det.strip()) + after).split()).rstrip(".")
-    clause = re.sub(r"\b(the|a|an)\s+(the|a|an)\b", r"\1", clause)
-    if _participle(a2):
-        return [(f"{clause}. {q}", f"composed-clause-{n.rsplit('-', 1)[1]}") for q, n in _participle_of(a2, wh, f"that {kind}", "composed")]
+    if at < 0 or second.reverse:
+        return []
+    clause = (text[:at] + f"the {kind}" + text[at + len(bridge):]).strip().rstrip(".")
     out.append((f"{clause}. What is the {a2} of that {kind}?", "composed-clause"))
     if wh != "What":
         out.append((f"{clause}. {wh} is the {a2} of that {kind}?", "composed-clause-wh"))

@@ -1,7 +1,5 @@
 """Template wordings: generic, from a fact's own structure (no model involved)."""
 
-from dataclasses import replace
-
 from appliance.reflect.facts import atomic_facts, statements
 from appliance.reflect.wordings import (cloze, composed_questions, fronted, kv_questions, looks_like_person, now_questions,
                                         span_questions)
@@ -101,10 +99,7 @@ def test_fronted_inverts_the_auxiliary_of_a_one_clause_sentence() -> None:
 def test_participle_attributes_are_asked_as_participles() -> None:
     [f] = [f for f in facts("| System | Hosted at |\n|---|---|\n| Ledgerbay | Kestrel Yard server room |") if not f.reverse]
     qs = [q for q, _ in kv_questions(f, plain=True)]
-    assert "Ledgerbay is hosted at what?" in qs and "What is Ledgerbay hosted at?" in qs and "Where is Ledgerbay hosted?" in qs
-    assert not any("the hosted at" in q or "'s hosted at" in q for q in qs)  # a participle is no noun
-    [back] = [b for b in facts("| System | Hosted at |\n|---|---|\n| Ledgerbay | Kestrel Yard server room |") if b.reverse]
-    assert ("Which system is hosted at Kestrel Yard server room?", "reverse-verb") in kv_questions(back, plain=True)
+    assert "Ledgerbay is hosted at what?" in qs and "What is Ledgerbay hosted at?" in qs
     [g] = [g for g in facts("| Team | Lead |\n|---|---|\n| Fleet Dispatch | Marek Tollefsrud |") if not g.reverse]
     assert not any(n.startswith("verb") for _, n in kv_questions(g, plain=True))  # a noun keeps the noun forms
 
@@ -210,24 +205,3 @@ def test_a_value_inside_a_subordinate_clause_is_not_fronted() -> None:
     [f] = [f for f in facts("The claim window was shortened so that Finance Ops can close each month on time.")
            if f.value == "Finance Ops"]
     assert fronted(f) is None  # "What was the claim window shortened so that can close …?" asks nothing
-
-
-def test_a_participle_attribute_is_described_and_asked_as_a_verb_in_two_hops() -> None:
-    org = facts("| Team | Based at |\n|---|---|\n| Fleet Dispatch | Gannet Point |\n| Finance Ops | Kestrel Yard |")
-    sites = facts("| Site | Site manager |\n|---|---|\n| Gannet Point | Emrys Vantongeren |\n| Kestrel Yard | Solveig Hart |")
-    inventory = facts("| System | Owning team |\n|---|---|\n| Routewise | Fleet Dispatch |\n| Frostline | Cold Chain Engineering |")
-    based = next(f for f in org if f.subject == "Fleet Dispatch" and not f.reverse)
-    manager = next(f for f in sites if f.subject == "Gannet Point" and not f.reverse)
-    assert "Who is the site manager of the site Fleet Dispatch is based at?" in [q for q, _ in composed_questions(based, manager, "Gannet Point")]
-    owner = next(f for f in inventory if f.subject == "Routewise" and not f.reverse)
-    assert [q for q, _ in composed_questions(owner, based, "Fleet Dispatch")] == [
-        "What is the owning team of Routewise based at?", "Where is the owning team of Routewise based?"]
-
-
-def test_a_composed_clause_reads_as_english() -> None:
-    org = facts("| Team | Lead |\n|---|---|\n| Fleet Dispatch | Marek Tollefsrud |\n| Finance Ops | Cosima Varga-Lind |")
-    lead = next(f for f in org if f.subject == "Fleet Dispatch" and not f.reverse)
-    duty = next(f for f in facts("Problems? Call the Fleet Dispatch duty phone.") if f.value == "Fleet Dispatch")
-    assert composed_questions(duty, lead, "Fleet Dispatch")[0][0] == "Problems? Call the team duty phone. What is the lead of that team?"
-    listed = replace(duty, text="All accounts: TERN, Fleet Dispatch, Ledgerbay, Frostline and the VPN.")
-    assert composed_questions(listed, lead, "Fleet Dispatch") == []  # one item of a list: "that team" is any of them
