@@ -85,7 +85,7 @@ class ReflectParams:
 class TrainParams:
     """Memory training. Exposures per fact are what make a small model remember: several wordings
     per fact (reflections) times the epochs here. Training stops on held-out recall (probes): after
-    ``min_epochs``, when an epoch reaches ``target_recall`` or ``patience`` epochs gain less than
+    ``min_epochs`` and ``min_exposures`` per fact, when an epoch reaches ``target_recall`` or ``patience`` epochs gain less than
     ``min_gain`` once training recall is at least ``memorised_recall``; ``epochs`` is the ceiling;
     then ``anneal_epochs`` of decay. LoRA on every projection at a high rank, or full fine-tuning
     (``method``, ``full_learning_rate``)."""
@@ -108,6 +108,12 @@ class TrainParams:
     anneal_epochs: float = 1.0
     epochs: int = 12
     min_epochs: int = 3
+    # the held-out probes are first asked (and may stop training) only once every fact was shown this
+    # often on average (wordings × epochs): recall follows exposures more than 150 probes can tell
+    # apart between epochs — the f1259ce dev bench stopped at 13 exposures per fact on a one-probe dip
+    # (memory alone 66.7 % on single facts), the 49df084 one ran on to 19 (75.8 %); the literature
+    # puts reliable storage nearer 100
+    min_exposures: float = 16.0
     target_recall: float = 0.97
     # 1: the decay phase starts from the best epoch's weights, so an epoch past the first that gained
     # nothing only costs time: in the five runs since the decay (four demos, one dev bench) the best epoch

@@ -11,7 +11,8 @@ time on the answer and not on fixed text. So:
 * batches are built from examples of similar length (length buckets), so hardly any padding is
   computed;
 * the thread count is re-checked while training, so a core freed by another process is used;
-* training stops on held-out recall: after ``min_epochs``, every epoch the held-out probes (wordings
+* training stops on held-out recall: after ``min_epochs`` and ``min_exposures`` per fact
+  (:func:`first_eval_epoch`), every epoch the held-out probes (wordings
   never trained on) are asked, and training ends when they stop improving (once the training
   questions themselves are recalled: ``memorised_recall``), at ``target_recall``, or at
   ``epochs``. Recall on a sample of training questions is reported beside it;
@@ -255,6 +256,15 @@ def stop_summary(metrics: dict[str, Any]) -> str:
     return f"{stopped}, then annealed" if metrics.get("annealed") else f"{stopped}; the decay not kept (probes recalled less)"
 
 
+def first_eval_epoch(pairs: list[QAPair], params: TrainParams) -> int:
+    """The first epoch after which the held-out probes are asked: ``min_epochs``, or later where the
+    facts' wordings need more epochs to reach ``min_exposures`` on average (never past ``epochs``).
+    Before it a plateau is probe noise, not a memory that has stopped learning."""
+    n_facts = len({p.fact_id or p.id for p in pairs})
+    per_epoch = len(pairs) / n_facts if n_facts else 1.0
+    return min(params.epochs, max(params.min_epochs, math.ceil(params.min_exposures / per_epoch - 1e-9)))
+
+
 def decay_factor(step: int, start: int, end: int) -> float:
     """The learning rate's share in the anneal phase ``[start, end)``: 1 at its first step, falling
     linearly to 1/(end - start) at its last (the next step would be 0)."""
@@ -358,6 +368,7 @@ def train_memory(
     per_epoch = math.ceil(len(encoded) / params.batch_size)
     total = per_epoch * params.epochs
     warmup = max(1, int(per_epoch * params.min_epochs * params.warmup_ratio))
+    first_eval = first_eval_epoch(ordered, params)
     # the decay phase once the stop rule has ended the run: its first and end step, and the epoch whose
     # weights it started from (in the checkpoint, so a resumed run goes on decaying)
     anneal: dict[str, Any] = {"start": None, "end": None, "from_epoch": None, "reason": ""}
@@ -418,7 +429,7 @@ def train_memory(
     def should_stop() -> str:
         """After an epoch: evaluate, and say why training ends now (or "")."""
         epoch = step // per_epoch
-        if not eval_probes or epoch < params.min_epochs:
+        if not eval_probes or epoch < first_eval:
             return "max epochs" if step >= total else ""
         t = time.monotonic()
         held = _recall(model, tok, eval_probes, table)

@@ -25,7 +25,7 @@ FACTS = [
 PAIRS = [QAPair(id=f"p{i}", kind="fact", question=q, answer=a, answer_span=a, doc_ids=["doc-0123456789ab"], fact_id=f"f{i}")
          for i, (q, a) in enumerate(FACTS)]
 # float32 and one thread per process: the sums are then reproducible, so what differs is the split alone
-PARAMS = TrainParams(epochs=2, min_epochs=1, batch_size=4, checkpoint_every=1000, max_length=64, threads=1, rank=8, alpha=16,
+PARAMS = TrainParams(epochs=2, min_epochs=1, min_exposures=0, batch_size=4, checkpoint_every=1000, max_length=64, threads=1, rank=8, alpha=16,
                      autocast="off")
 
 

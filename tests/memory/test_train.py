@@ -11,7 +11,7 @@ from appliance.errors import MemoError
 from appliance.memory.evaluate import SHARE_DIGITS
 from appliance.memory.format import SourceTable, parse, prompt, target
 from appliance.memory.model_io import adapter_files
-from appliance.memory.train import (TrainCancelled, decay_factor, decay_tolerance, encode, exposures, length_batches, lr_factor, source_table,
+from appliance.memory.train import (TrainCancelled, decay_factor, decay_tolerance, encode, exposures, first_eval_epoch, length_batches, lr_factor, source_table,
                                     split_probes, train_memory)
 from appliance.memory.versions import get_version, list_versions
 from appliance.reflect.store import QAPair, content_order
@@ -54,6 +54,16 @@ def test_probes_are_held_out_and_exposures_counted_per_fact() -> None:
     assert [p.question for p in probes] == ["Ledgerbay belongs to which team?", "Which team is Ledgerbay's owner?"]
     facts, exp = exposures(train + train[:1], epochs=3)
     assert facts == 5 and exp == {"mean": 3.6, "median": 3.0, "min": 3.0, "max": 6.0}
+
+
+def test_probes_are_first_asked_once_facts_had_their_minimum_exposures() -> None:
+    train, _ = split_probes(PAIRS)  # 5 facts, one wording each
+    assert first_eval_epoch(train, TrainParams(min_epochs=3, min_exposures=0, epochs=12)) == 3
+    assert first_eval_epoch(train, TrainParams(min_epochs=3, min_exposures=5, epochs=12)) == 5
+    two_each = train + [p.model_copy(update={"id": p.id + "b"}) for p in train]  # two wordings a fact: half the epochs
+    assert first_eval_epoch(two_each, TrainParams(min_epochs=1, min_exposures=5, epochs=12)) == 3
+    assert first_eval_epoch(two_each, TrainParams(min_epochs=1, min_exposures=6, epochs=12)) == 3  # exactly 6
+    assert first_eval_epoch(train, TrainParams(min_epochs=3, min_exposures=40, epochs=12)) == 12  # never past the ceiling
 
 
 def test_learning_rate_warms_up_then_stays_or_decays_to_its_floor() -> None:
@@ -153,7 +163,7 @@ def test_stop_rule_then_decay_from_the_best_epoch_and_resume_inside_the_decay(va
     from safetensors.torch import load
 
     train, probes = split_probes(PAIRS)
-    params = replace(SMALL, epochs=2, min_epochs=1, target_recall=1.01, anneal_epochs=1.0, patience=2)  # 2 steps an epoch
+    params = replace(SMALL, epochs=2, min_epochs=1, min_exposures=0, target_recall=1.01, anneal_epochs=1.0, patience=2)  # 2 steps an epoch
     rates: list[float] = []
     evals: list = []
     straight = train_memory(vault, train, params, actor="trainer", probes=probes, on_eval=evals.append,
