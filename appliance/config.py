@@ -109,10 +109,11 @@ class TrainParams:
     epochs: int = 12
     min_epochs: int = 3
     # the held-out probes are first asked (and may stop training) only once every fact was shown this
-    # often on average (wordings × epochs): recall follows exposures more than 150 probes can tell
-    # apart between epochs — the f1259ce dev bench stopped at 13 exposures per fact on a one-probe dip
-    # (memory alone 66.7 % on single facts), the 49df084 one ran on to 19 (75.8 %); the literature
-    # puts reliable storage nearer 100
+    # often on average (wordings × epochs): before that a one-probe dip on ~150 probes is noise, not a
+    # memory that has stopped learning (the f1259ce dev bench stopped at 13 exposures per fact on one).
+    # Dev benches: memory alone on single facts 66.7 % at 13 exposures, 63.6 and 75.8 % at 18-19, 72.7 at 24 — one
+    # question is 3 points, so the floor buys reproducible length, not a known gain; the literature
+    # puts reliable storage nearer 100 exposures
     min_exposures: float = 16.0
     target_recall: float = 0.97
     # 1: the decay phase starts from the best epoch's weights, so an epoch past the first that gained
