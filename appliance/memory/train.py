@@ -256,11 +256,16 @@ def stop_summary(metrics: dict[str, Any]) -> str:
     return f"{stopped}, then annealed" if metrics.get("annealed") else f"{stopped}; the decay not kept (probes recalled less)"
 
 
+def wordings_per_fact(pairs: list[QAPair]) -> Counter[str]:
+    """Training wordings of each fact (a pair without a fact is its own): what one epoch shows it."""
+    return Counter(p.fact_id or p.id for p in pairs)
+
+
 def first_eval_epoch(pairs: list[QAPair], params: TrainParams) -> int:
     """The first epoch after which the held-out probes are asked: ``min_epochs``, or later where the
     facts' wordings need more epochs to reach ``min_exposures`` on average (never past ``epochs``).
     Before it a plateau is probe noise, not a memory that has stopped learning."""
-    n_facts = len({p.fact_id or p.id for p in pairs})
+    n_facts = len(wordings_per_fact(pairs))
     per_epoch = len(pairs) / n_facts if n_facts else 1.0
     return min(params.epochs, max(params.min_epochs, math.ceil(params.min_exposures / per_epoch - 1e-9)))
 
@@ -273,7 +278,7 @@ def decay_factor(step: int, start: int, end: int) -> float:
 
 def exposures(pairs: list[QAPair], epochs: float) -> tuple[int, dict[str, float]]:
     """Facts and how often training showed each one (its wordings × epochs)."""
-    per = Counter(p.fact_id or p.id for p in pairs)
+    per = wordings_per_fact(pairs)
     if not per:
         return 0, {}
     counts = [round(c * epochs, 1) for c in per.values()]
