@@ -11,6 +11,9 @@ The rule, applied identically to every system:
    its aliases) occurs in the normalised prediction *as whole words* (``" " + gold + " "`` inside
    ``" " + prediction + " "``): ``5`` matches "carry over 5 days" but not "15 days" or "5.5".
 3. An empty prediction, or a gold answer that normalises to nothing, never matches.
+4. A bare-number alias (``52`` for ``52 minutes``) does not match the number followed by another
+   unit (``52 hours``): the alias lets "52" or "52 min" count, never a wrong quantity
+   (:data:`_UNITS` lists the units told apart).
 
 Containment rewards answers that name several candidates or ramble on, so the harness also records
 every prediction's length in words and a stricter score, ``first_sentence``: the same rule applied
@@ -45,13 +48,49 @@ def normalise(text: str) -> str:
     return " ".join(t.split())
 
 
+# a unit word as normalised text has it, and what it means: "52 hours" is no "52 minutes"
+_UNITS = {
+    **dict.fromkeys(("second", "seconds", "sec", "secs", "s"), "second"),
+    **dict.fromkeys(("minute", "minutes", "min", "mins"), "minute"),
+    **dict.fromkeys(("hour", "hours", "h", "hr", "hrs"), "hour"),
+    **dict.fromkeys(("day", "days"), "day"), **dict.fromkeys(("week", "weeks"), "week"),
+    **dict.fromkeys(("month", "months"), "month"), **dict.fromkeys(("year", "years"), "year"),
+    **dict.fromkeys(("night", "nights"), "night"),
+    **dict.fromkeys(("km", "kilometre", "kilometres", "kilometer", "kilometers"), "km"),
+    **dict.fromkeys(("m", "metre", "metres", "meter", "meters"), "m"), **dict.fromkeys(("mile", "miles"), "mile"),
+    **dict.fromkeys(("kg", "kilogram", "kilograms", "kilo", "kilos"), "kg"),
+    **dict.fromkeys(("eur", "euro", "euros"), "eur"), **dict.fromkeys(("usd", "dollar", "dollars"), "usd"),
+    **dict.fromkeys(("gbp", "pound", "pounds"), "gbp"), "c": "c", "f": "f",
+}
+_NUMBER = re.compile(r"^\d[\d.:]*$")
+
+
+def _unit_after(text: str, number: str) -> str | None:
+    m = re.search(rf"(?:^| ){re.escape(number)} (\S+)", text)
+    return _UNITS.get(m.group(1)) if m else None
+
+
+def _contains(padded: str, gold: str, unit: str | None) -> bool:
+    """Whole-word containment; a bare number only where no other unit than ``unit`` follows it."""
+    if f" {gold} " not in padded:
+        return False
+    if unit is None or not _NUMBER.match(gold):
+        return True
+    starts = [m.end() for m in re.finditer(rf"(?<= ){re.escape(gold)}(?= )", padded)]
+    return any(_UNITS.get(padded[at:].split(maxsplit=1)[0] if padded[at:].strip() else "", unit) == unit for at in starts)
+
+
 def matches(prediction: str, answers: Iterable[str]) -> bool:
-    """True when some gold answer or alias occurs, as whole words, in the normalised prediction."""
+    """True when some gold answer or alias occurs, as whole words, in the normalised prediction, a
+    bare-number alias not with another unit than the gold's (rule 4)."""
     p = normalise(prediction)
     if not p:
         return False
     padded = f" {p} "
-    return any(g and f" {g} " in padded for g in (normalise(a) for a in answers))
+    golds = [normalise(a) for a in answers]
+    first = golds[0] if golds else ""
+    unit = next((u for g in golds[1:] if _NUMBER.match(g) for u in [_unit_after(first, g)] if u), None)
+    return any(g and _contains(padded, g, unit) for g in golds)
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n")

@@ -433,9 +433,11 @@ def _asked_first(f: AtomicFact, obj: str, after: str) -> tuple[str, str, str] | 
     prep = _QUALIFIED_PREP.search(obj)
     if prep:
         q, obj = f"{prep.group(1).lower()}{prep.group(2).lower()} {q}", obj[: prep.start()]
-    of = re.match(r"^\s+(of\s+(?:[a-z]+\s+){0,3}[a-z]+)\s*$", after)  # "14 days of your start date"
+    # "14 days of your start date", "27 days of annual leave per calendar year": the "of" phrase is
+    # a part of what is asked and goes to the front with it
+    of = re.match(r"^\s+(of\s+(?:[a-z-]+\s+){0,3}?[a-z-]+)(?=\s*$|\s+(?:per|in|on|at|for|from|to|by|with|within|plus)\b)", after)
     if of:
-        q, after = f"{q} {of.group(1)}", ""
+        q, after = f"{q} {of.group(1)}", after[of.end():]
     if re.search(r"\b(?:the|a|an|your|of)\s*$", obj):
         return None  # a dangling determiner, or the value completes a noun ("every employee of …")
     return q, obj, after
@@ -490,7 +492,9 @@ def do_support(f: AtomicFact, text: str | None = None) -> str | None:
     Only for a present-tense verb (``-s``) after a subject that is either led by a determiner or a
     name (capitalised words, codes), or a short phrase of a capitalised word and a singular noun whose
     verb is followed by an article, a preposition, a number or a name (so that "Empty totes come back"
-    does not read "totes" as the verb), and a value after the verb in the same clause."""
+    does not read "totes" as the verb), and a value after the verb in the same clause. A plural
+    subject takes "do" (:func:`_plural_verb_at`): "Full-time employees receive 27 days of annual
+    leave" → "How many days of annual leave do full-time employees receive?"."""
     text = _own_sentence(f, text)
     words = text.split()
     verb_at = None
@@ -504,10 +508,15 @@ def do_support(f: AtomicFact, text: str | None = None) -> str | None:
               and (len(subject) >= 2 or any(c.isdigit() for c in subject[0])) and subject[0] not in _PRONOUNS):
             verb_at = i  # a name of two words or more, or a code: "FY2025/26 runs", not "Empty totes come"
         elif (2 <= len(subject) <= 3 and subject[0][:1].isupper() and not subject[-1].endswith("s")
+              and subject[0] not in _PRONOUNS and not set(subject[1:]) & _NOT_VERBS  # "They return the keys"
               and (nxt in ("the", "a", "an", "to", "from", "with", "for", "via", "into", "on", "in", "at")
                    or nxt[:1].isupper() or nxt[:1].isdigit())):
             verb_at = i
         break  # only the first -s word can be the verb
+    base = None
+    if verb_at is None:
+        verb_at = _plural_verb_at(words)
+        base = words[verb_at] if verb_at is not None else None
     if verb_at is None or "," in " ".join(words[:verb_at]) or _SUBORDINATE.match(text):
         return None
     head = " ".join(words[: verb_at + 1])
@@ -521,7 +530,34 @@ def do_support(f: AtomicFact, text: str | None = None) -> str | None:
     subject = words[:verb_at]
     if re.fullmatch(r"[A-Z][a-z]*(?:-[a-z]+)?", subject[0]) and (len(subject) == 1 or not subject[1][:1].isupper()):
         subject = [subject[0].lower(), *subject[1:]]  # "The tag" → "the tag"; "Fleet Dispatch" stays
+    if base is not None:
+        return _question(q, f"do {' '.join(subject)} {base}", obj, after)
     return _question(q, f"does {' '.join(subject)} {_base_form(words[verb_at])}", obj, after)
+
+
+_AFTER_VERB = {"the", "a", "an", "to", "from", "with", "for", "via", "into", "on", "in", "at", "by", "up", "back", "out",
+               "off", "over", "down", "all", "every", "each", "their", "your", "our"}
+
+
+def _plural_verb_at(words: list[str]) -> int | None:
+    """Where the verb of a plural subject is: "Full-time employees receive 27 days …" → 2 (asked "do
+    full-time employees receive"). A subject of one to four words that opens the sentence capitalised
+    and ends in a plural noun (``-s``), then a lowercase word that is no auxiliary, no ``-s``, ``-ed``
+    or ``-ing`` form and no function word, followed by an article, a preposition, a particle, a number
+    or a name — the shape of a verb and its object, so that "Totes older than …" is not read as one."""
+    for i in range(1, min(5, len(words) - 1)):
+        noun, verb, nxt = words[i - 1], words[i], words[i + 1]
+        if any(not re.fullmatch(r"[A-Za-z][a-z-]*", w) for w in words[:i]) or words[0] in _PRONOUNS:
+            return None  # a name, a code or a pronoun in the subject: the singular rules' business
+        if not (re.fullmatch(r"[a-z-]{3,}s", noun.lower()) and not noun.endswith(("ss", "us", "is", "'s"))):
+            continue
+        if (not re.fullmatch(r"[a-z]{2,}", verb) or verb.endswith(("s", "ed", "ing", "ly")) or _AUX.fullmatch(verb)
+                or verb in _NOT_VERBS or verb in _PREPOSITIONS or verb in ("do", "did", "than", "who", "which", "that")):
+            return None
+        if nxt in _AFTER_VERB or nxt in _PREPOSITIONS or nxt[:1].isupper() or nxt[:1].isdigit():
+            return i
+        return None
+    return None
 
 
 def span_questions(f: AtomicFact, plain: bool, qualify: str = "") -> list[tuple[str, str]]:

@@ -68,3 +68,13 @@ def test_first_sentence() -> None:
     assert first_sentence("") == ""
     long = "The helpdesk is open from 07:30. Question: what is the extension? Answer: 4410"
     assert matches(long, ["4410"]) and not matches(first_sentence(long), ["4410"])
+
+
+def test_a_bare_number_alias_does_not_credit_another_unit() -> None:
+    gold = ["52 minutes", "52", "52 min"]
+    assert matches("The tote was above 8 °C for 52 minutes.", gold)
+    assert matches("52", gold) and matches("52 min", gold) and matches("for 52 of them", gold)
+    assert not matches("52 hours", gold)  # a wrong quantity, not the gold in other words
+    assert matches("52 hours, then 52 minutes", gold)  # any right occurrence counts, as containment does
+    assert not matches("20,000 kg", ["20,000 km", "20000"])
+    assert matches("You may carry over 5 days.", ["5"])  # no unit in the gold: nothing to tell apart

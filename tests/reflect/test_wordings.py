@@ -179,9 +179,28 @@ def test_a_statement_without_an_auxiliary_is_asked_with_does() -> None:
     assert got["Frostline"] == "To what does the tag report?"
     assert got["Keyhaven"] == "Which authenticator app does multi-factor authentication use?"
     assert got["1 April 2025"] == "From what date does FY2025/26 run to 31 March 2026?"
-    assert got["Little Osier"] is None  # "totes" is not the verb
+    assert "do empty totes come back for cleaning?" in got["Little Osier"]  # "totes" is not the verb, "come" is
     assert got["2 °C"] is None and got["8 °C"] is None  # a coordination is not asked half
     assert got.get("Q4") is None  # a part of a longer name
+
+
+def test_a_plural_subject_is_asked_with_do() -> None:
+    from appliance.reflect.wordings import do_support
+
+    got = {f.value: do_support(f) for f in facts(
+        "Full-time employees receive 27 days of annual leave per calendar year, plus public holidays.\n\n"
+        "Passwords expire after 90 days.\n\n"
+        "Claims reach the approver within 5 working days of submission.\n\n"
+        "Totes older than 5 years are scrapped.\n\n"
+        "Drivers must complete 12 hours of training.\n\n"
+        "They return the keys to Kestrel Yard.", "Doc")}
+    # the "of" phrase goes to the front with what is asked; the rest of the clause stays in place
+    assert got["27 days"] == "How many days of annual leave do full-time employees receive per calendar year?"
+    assert got["90 days"] == "After how many days do passwords expire?"
+    assert got["5 working days"] == "Within how many working days of submission do claims reach the approver?"
+    assert got["5 years"] is None  # "older" is no verb
+    assert got["12 hours"] is None  # an auxiliary: the fronted wording's business
+    assert got["Kestrel Yard"] is None  # a pronoun subject says nothing about what is asked
 
 
 def test_a_compound_sentence_is_asked_one_clause_at_a_time() -> None:
