@@ -41,8 +41,8 @@ _UNIT_QUESTION = {
     "attempt": "attempts", "failed attempts": "failed attempts", "views": "views",
 }
 _CURRENCY = re.compile(r"EUR|USD|GBP|€|\$|£|euros?", re.I)
-_PREPOSITIONS = {"by", "to", "from", "with", "for", "of", "at", "on", "about", "in", "into", "onto", "via", "under", "over",
-                 "between", "through", "after", "before", "until", "within", "near", "behind", "beside", "across"}
+_PREPOSITIONS = {"by", "to", "from", "with", "for", "of", "at", "on", "about", "in", "into", "via", "under", "over",
+                 "between", "through", "after", "before", "until", "within"}
 
 
 def looks_like_person(value: str) -> bool:
@@ -330,39 +330,28 @@ def fronted(f: AtomicFact, text: str | None = None) -> str | None:
     must be pre-chilled for 4 hours" → "How many hours must an empty tote be pre-chilled for?".
 
     Only for a sentence whose span follows an auxiliary (must, can, is, will, …) of its main clause,
-    which is then inverted with the subject; other sentences keep their cloze wordings. Never for a
-    value inside a name, one half of a coordination ("every 20,000 km or 6 months") or the end of a
-    noun phrase ("a maximum of 5 days"): moved to the front, those leave a question that asks nothing
-    ("How many km is the service interval every or 6 months?"). The words after another clause or
-    step are left out.
+    which is then inverted with the subject; other sentences keep their cloze wordings.
     """
     text = _sentence_with(text or f.text, f.value)
     at = text.find(f.value)
     if at < 0 or text[at + len(f.value):].startswith(("'s ", "’s ")):
         return None
     before, after = text[:at], text[at + len(f.value):]
-    if ". " in before or _inside_name(before, after) or re.match(r"^\s+(?:and|or)\b", after) \
-            or re.search(r"\b(?:and|or|between)\s*$", before):
-        return None  # another sentence before it, a part of a name, or one half of a coordination
-    # the rest of the sentence after another clause or step is left out ("…, starting at 18:00")
-    after = re.split(r",\s|;|\s(?:or|and)\s|\.\s|\.$", after, maxsplit=1)[0]
     q, before = _question_phrase(f, before, after)
     # a preposition right before the value moves to the front with it ("staffed from 07:30 to
     # 17:00" → "From what time is the helpdesk staffed … to 17:00?"), never left dangling
     prep = _PREP_BEFORE.search(before)
     if prep:
         q, before = f"{prep.group(1).lower()} {q}", before[: prep.start()] + " "
-    if re.search(r"\b(?:the|a|an|your|its|their|our|of)\s*$", before):
-        return None  # the value completes a noun phrase ("a maximum of 5 days", "run by the People Team")
     found = list(_AUX.finditer(before))
     if len(found) != 1 or "," in before or _SUBORDINATE.match(before.strip()) or _CLAUSE_WORDS.search(before):
         return None  # no auxiliary, or several clauses: which one to invert is not clear
     m = found[0]
     subject = before[: m.start()].strip()
-    if not 1 <= len(subject.split()) <= 8 or "." in subject or ":" in subject:
+    if not 1 <= len(subject.split()) <= 8 or "." in subject:
         return None
     words = subject.split()
-    if words[0] in ("The", "A", "An") or (re.fullmatch(r"[A-Z][a-z]+(?:-[a-z]+)*", words[0]) and (len(words) == 1 or not words[1][:1].isupper())):
+    if re.fullmatch(r"[A-Z][a-z]+", words[0]) and (len(words) == 1 or not words[1][:1].isupper()):
         words[0] = words[0].lower()  # "Unused leave …" → "unused leave …"; "Fleet Dispatch" stays
     subject = " ".join(words)
     body = f"{q[0].upper() + q[1:]} {m.group(1)} {subject} {before[m.end():].strip()} {after.strip()}"

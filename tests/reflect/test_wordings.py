@@ -96,23 +96,6 @@ def test_fronted_inverts_the_auxiliary_of_a_one_clause_sentence() -> None:
     assert ("For how many hours must the tote be pre-chilled?", "fronted") in span_questions(f, plain=True)
 
 
-def test_fronted_leaves_no_half_phrase_behind() -> None:
-    got = {f.value: fronted(f) for f in facts(
-        "The service interval is every 20,000 km or 6 months, whichever comes first.\n\n"
-        "You may carry over a maximum of 5 days of unused leave.\n\n"
-        "The standard laptop is the Tarnwell T14.\n\n"
-        "The Halvorsen & Quist summer party will take place on 14 June 2025 in Brannoch, starting at 18:00.\n\n"
-        "Carried-over days must be used by 31 March, after which they are lost.\n\n"
-        "The tote was being loaded onto trailer TR-608 for delivery.")}
-    assert got["20,000 km"] is None  # one half of a coordination
-    assert got["5 days"] is None  # the end of "a maximum of …"
-    assert got["Tarnwell"] is None and got["T14"] is None  # parts of one name
-    # another clause after a comma is left out; "The" of the subject is lowercased before a name
-    assert got["14 June 2025"] == "On what date will the Halvorsen & Quist summer party take place in Brannoch?"
-    assert got["31 March"] == "By what date must carried-over days be used?"
-    assert got["TR-608"] == "Which trailer was the tote being loaded onto for delivery?"
-
-
 def test_participle_attributes_are_asked_as_participles() -> None:
     [f] = [f for f in facts("| System | Hosted at |\n|---|---|\n| Ledgerbay | Kestrel Yard server room |") if not f.reverse]
     qs = [q for q, _ in kv_questions(f, plain=True)]
