@@ -77,7 +77,7 @@ def _contains(padded: str, gold: str, unit: str | None) -> bool:
     if unit is None or not _NUMBER.match(gold):
         return True
     starts = [m.end() for m in re.finditer(rf"(?<= ){re.escape(gold)}(?= )", padded)]
-    return any(_UNITS.get(padded[at:].split(maxsplit=1)[0] if padded[at:].strip() else "", unit) == unit for at in starts)
+    return any(_UNITS.get((padded[at:].split() or [""])[0], unit) == unit for at in starts)
 
 
 def matches(prediction: str, answers: Iterable[str]) -> bool:

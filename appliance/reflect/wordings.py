@@ -509,8 +509,7 @@ def do_support(f: AtomicFact, text: str | None = None) -> str | None:
             verb_at = i  # a name of two words or more, or a code: "FY2025/26 runs", not "Empty totes come"
         elif (2 <= len(subject) <= 3 and subject[0][:1].isupper() and not subject[-1].endswith("s")
               and subject[0] not in _PRONOUNS and not set(subject[1:]) & _NOT_VERBS  # "They return the keys"
-              and (nxt in ("the", "a", "an", "to", "from", "with", "for", "via", "into", "on", "in", "at")
-                   or nxt[:1].isupper() or nxt[:1].isdigit())):
+              and (nxt in _OBJECT_START or nxt[:1].isupper() or nxt[:1].isdigit())):
             verb_at = i
         break  # only the first -s word can be the verb
     base = None
@@ -535,8 +534,10 @@ def do_support(f: AtomicFact, text: str | None = None) -> str | None:
     return _question(q, f"does {' '.join(subject)} {_base_form(words[verb_at])}", obj, after)
 
 
-_AFTER_VERB = {"the", "a", "an", "to", "from", "with", "for", "via", "into", "on", "in", "at", "by", "up", "back", "out",
-               "off", "over", "down", "all", "every", "each", "their", "your", "our"}
+# what may follow a verb before its object: an article or a preposition ("reports to …"); a plural
+# subject's verb also a particle or another determiner ("come back via …", "receive all …")
+_OBJECT_START = {"the", "a", "an", "to", "from", "with", "for", "via", "into", "on", "in", "at"}
+_AFTER_VERB = _OBJECT_START | {"by", "up", "back", "out", "off", "over", "down", "all", "every", "each", "their", "your", "our"}
 
 
 def _plural_verb_at(words: list[str]) -> int | None:
