@@ -223,3 +223,15 @@ def test_a_flat_epoch_is_a_plateau_only_once_the_training_questions_are_recalled
     assert stop_reason([EpochEval(3, 0.98, 0.5, 1.0)], params) == "target"
     assert stop_reason([EpochEval(3, 0.5, None, 1.0), EpochEval(4, 0.5, None, 1.0)], params) == "plateau"  # no training sample
     assert stop_reason([], params) == ""
+
+
+def test_a_fall_in_training_recall_after_it_was_learned_does_not_postpone_the_plateau() -> None:
+    from appliance.memory.train import EpochEval, stop_reason
+
+    params = TrainParams(patience=1, min_gain=0.01, memorised_recall=0.9, target_recall=0.97)
+    # the 416e891 dev bench: learned at epoch 7 (96 %), then the constant rate shook it (83 %)
+    run = [EpochEval(6, 0.55, 0.88, 1.0), EpochEval(7, 0.62, 0.96, 1.0), EpochEval(8, 0.57, 0.83, 1.0)]
+    assert stop_reason(run[:2], params) == ""  # a gain: go on
+    assert stop_reason(run, params) == "plateau"  # not three more epochs waiting for 90 % again
+    never = [EpochEval(6, 0.55, 0.80, 1.0), EpochEval(7, 0.50, 0.85, 1.0)]
+    assert stop_reason(never, params) == ""  # never learned: still learning
