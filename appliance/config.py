@@ -86,7 +86,7 @@ class TrainParams:
     """Memory training. Exposures per fact are what make a small model remember: several wordings
     per fact (reflections) times the epochs here. Training stops on held-out recall (probes): after
     ``min_epochs`` and ``min_exposures`` per fact, when an epoch reaches ``target_recall`` or ``patience`` epochs gain less than
-    ``min_gain`` once training recall is at least ``memorised_recall``; ``epochs`` is the ceiling;
+    ``min_gain`` once training recall has reached ``memorised_recall`` (at any epoch); ``epochs`` is the ceiling;
     then ``anneal_epochs`` of decay. LoRA on every projection at a high rank, or full fine-tuning
     (``method``, ``full_learning_rate``)."""
 
@@ -121,7 +121,7 @@ class TrainParams:
     # was the one before the first flat or falling epoch, and a second flat epoch never beat it
     patience: int = 1
     min_gain: float = 0.01
-    # a flat held-out epoch counts as a plateau only once the memory recalls this share of its own
+    # a flat held-out epoch counts as a plateau only once the memory has recalled (at any epoch) this share of its own
     # training questions: before that it is still learning what it was shown, and a probe or two up
     # or down is noise (the 9237df9 dev bench stopped at epoch 4 on one probe less, training recall 88 %)
     memorised_recall: float = 0.9
